@@ -157,6 +157,12 @@ class Attack:
     def load_prepared_state(self, state: dict[str, Tensor]) -> None:
         """Restore ``prepared_state`` output instead of calling ``_fit`` again."""
 
+    def fit_from_state(self, knowledge: VictimKnowledge, state: dict[str, Tensor]) -> None:
+        """Prepare from a cached ``prepared_state`` instead of fitting again."""
+        self.knowledge = knowledge
+        self.load_prepared_state(state)
+        self._fitted = True
+
     # -- the attack --------------------------------------------------------
     def run(
         self, model: HashingModel, images: Tensor, labels: Tensor, target_labels: Tensor | None = None

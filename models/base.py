@@ -8,7 +8,6 @@ continuous code ``tanh(scale * z)`` that attacks differentiate, and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -20,24 +19,6 @@ from models.codes import binarize
 from models.errors import ConfigError
 
 MODELS: Registry = Registry("model")
-
-
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """Optimiser settings of the method's reference training script.
-
-    The step schedule multiplies the learning rate by 0.1 after each third of
-    the epochs (SAAT ``hashing.py``: ``lr0 * 0.1 ** (epoch // (epochs // 3))``).
-    """
-
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 32
-    epochs: int = 100
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class HashLoss(nn.Module):
@@ -73,7 +54,8 @@ class HashingModel(nn.Module):
     """
 
     name: ClassVar[str] = "base"
-    training_defaults: ClassVar[TrainingDefaults] = TrainingDefaults()
+    # Attacks that need input gradients skip models that set this to False.
+    differentiable: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -1,0 +1,240 @@
+"""Exact Hamming ranking of a database for each query, computed in query chunks.
+
+Ranking order: ascending Hamming distance, ties broken by ascending database
+index. This matches ``np.argsort(distances, kind="stable")`` on each query's
+distance row, so the same codes always give the same ranking and the same
+metric values.
+
+Distances come from one float32 matrix product per chunk,
+d = (K - <q, x>) / 2. The product of -1/+1 codes is an integer of magnitude
+at most K, so float32 holds it exactly for any K below 2**24.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from models.codes import check_codes
+from models.errors import ConfigError, DataError
+
+# Elements in one chunk's (queries x database) matrix when ``chunk_size`` is
+# not given. At 2**26, an int64 matrix of that size takes 512 MiB.
+CHUNK_ELEMENTS = 2**26
+# The CPU default is smaller because a float32 matrix of 2**21 elements (8 MiB)
+# stays in cache between the steps of ``rank_chunk``.
+CPU_CHUNK_ELEMENTS = 2**21
+
+# Database columns that the cut-off estimate samples per query (see
+# ``_estimate_cutoffs``). More columns make a wrong estimate rarer and the
+# estimate itself slower; a wrong estimate costs time, never exactness.
+_SAMPLED_COLUMNS = 4096
+
+
+def check_code_pair(query_codes: Tensor, database_codes: Tensor) -> None:
+    """Raise ``DataError`` unless both code sets are valid and comparable.
+
+    Both must be 2-D -1/+1 tensors with the same number of bits, at least one
+    row each, on one device.
+    """
+    check_codes(query_codes, name="query_codes")
+    check_codes(database_codes, name="database_codes", n_bits=query_codes.shape[1])
+    if query_codes.shape[0] == 0:
+        raise DataError("query_codes has no rows; pass at least one query code")
+    if database_codes.shape[0] == 0:
+        raise DataError("database_codes has no rows; pass at least one database code")
+    if query_codes.device != database_codes.device:
+        raise DataError(
+            f"query_codes is on {query_codes.device} but database_codes is on "
+            f"{database_codes.device}; move both to one device"
+        )
+
+
+def resolve_topk(topk: int | None, n_database: int) -> int:
+    """Return the number of ranked items to keep: ``topk`` clamped to ``n_database``.
+
+    ``None`` means the whole database. Raises ``ConfigError`` for anything
+    other than ``None`` or a positive int; -1 is rejected, not read as "all".
+    """
+    if topk is None:
+        return n_database
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        raise ConfigError(
+            f"topk must be a positive int or None (whole database), got {topk!r}"
+        )
+    if topk <= 0:
+        raise ConfigError(
+            f"topk must be a positive int or None (whole database), got {topk}"
+        )
+    return min(topk, n_database)
+
+
+def resolve_chunk_size(chunk_size: int | None, n_database: int, *, device: torch.device | None = None) -> int:
+    """Return the number of queries per chunk.
+
+    ``None`` picks the largest chunk whose (queries x database) matrix has at
+    most ``CPU_CHUNK_ELEMENTS`` elements on the CPU, or ``CHUNK_ELEMENTS`` on
+    other devices, and at least one query.
+    """
+    if chunk_size is None:
+        budget = CPU_CHUNK_ELEMENTS if device is None or torch.device(device).type == "cpu" else CHUNK_ELEMENTS
+        return max(1, budget // n_database)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ConfigError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return chunk_size
+
+
+def rank_database(
+    *,
+    query_codes: Tensor,
+    database_codes: Tensor,
+    topk: int | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Rank the database for every query and return the first ``topk`` indices.
+
+    Returns a (queries, k) int64 tensor on the codes' device, where k is
+    ``topk`` clamped to the database size (``None`` means all of it). Row i
+    lists database indices by ascending Hamming distance to query i, ties by
+    ascending index.
+    """
+    check_code_pair(query_codes, database_codes)
+    n_database = database_codes.shape[0]
+    k = resolve_topk(topk, n_database)
+    step = resolve_chunk_size(chunk_size, n_database, device=query_codes.device)
+
+    database = database_codes.to(torch.float32)
+    ranked = []
+    for start in range(0, query_codes.shape[0], step):
+        chunk = query_codes[start : start + step].to(torch.float32)
+        ranked.append(rank_chunk(chunk, database, k))
+    return torch.cat(ranked)
+
+
+def rank_chunk(query_chunk: Tensor, database: Tensor, k: int) -> Tensor:
+    """Return the (queries, k) int64 ranking of validated float32 codes.
+
+    ``k`` must lie in [1, database size]. The caller validates and chunks.
+    """
+    n_bits = query_chunk.shape[1]
+    inner = query_chunk @ database.T
+    if k == database.shape[0]:
+        return _full_ranking(inner, n_bits)
+    return _top_k_ranking(inner, n_bits, k)
+
+
+def distances_from_inner(inner: Tensor, n_bits: int) -> Tensor:
+    """Convert inner products of -1/+1 codes to int64 Hamming distances."""
+    # n_bits - inner is even, so the halving is exact.
+    return ((n_bits - inner) * 0.5).to(torch.int64)
+
+
+def _full_ranking(inner: Tensor, n_bits: int) -> Tensor:
+    distances = distances_from_inner(inner, n_bits)
+    return torch.sort(distances, dim=1, stable=True).indices
+
+
+def _top_k_ranking(inner: Tensor, n_bits: int, k: int) -> Tensor:
+    """Return the first k ranked indices per row without sorting whole rows.
+
+    Distances are integers in [0, K], so the k-th ranked item of a row lies at
+    a cut-off distance d*. Every item with d < d* is in the top k, and so are
+    the first (k - count(d < d*)) items at d == d* in index order. The steps:
+
+    1. Estimate a cut-off t per row from a sample of columns.
+    2. Collect the candidates, all items with d <= t, in (row, index) order.
+       A row with fewer than k candidates had t < d*. Such rows are redone
+       with the exact d* from a full histogram of their distances.
+    3. Find d* from an exact histogram of the candidates, keep the k smallest
+       keys d * N + index, and sort only those k keys per row.
+    """
+    cutoffs = _estimate_cutoffs(inner, n_bits, k)
+    ranked, done = _select_top_k(inner, n_bits, k, cutoffs)
+    if bool(done.all()):
+        return ranked
+
+    ranking = torch.empty(inner.shape[0], k, dtype=torch.int64, device=inner.device)
+    ranking[done] = ranked
+    redo = ~done
+    redo_inner = inner[redo]
+    exact = _exact_cutoffs(redo_inner, n_bits, k)
+    ranking[redo], _ = _select_top_k(redo_inner, n_bits, k, exact)
+    return ranking
+
+
+def _estimate_cutoffs(inner: Tensor, n_bits: int, k: int) -> Tensor:
+    """Estimate, per row, a distance t that has at least k items with d <= t.
+
+    Takes every s-th column, scales the sample's cumulative histogram by s and
+    returns the smallest distance whose scaled count reaches k. An estimate
+    that is too low only sends its row to the exact fallback.
+    """
+    n_rows, n_database = inner.shape
+    stride = max(1, n_database // _SAMPLED_COLUMNS)
+    sample = distances_from_inner(inner[:, ::stride], n_bits)
+    counts = _row_histograms(sample, n_bits)
+    scaled = counts.cumsum(dim=1) * stride
+    return (scaled < k).sum(dim=1).clamp_(max=n_bits)
+
+
+def _exact_cutoffs(inner: Tensor, n_bits: int, k: int) -> Tensor:
+    """Return d* per row: the smallest distance with at least k items at or below it."""
+    counts = _row_histograms(distances_from_inner(inner, n_bits), n_bits)
+    return (counts.cumsum(dim=1) < k).sum(dim=1)
+
+
+def _row_histograms(distances: Tensor, n_bits: int) -> Tensor:
+    """Count each distance 0..K per row with one flat ``bincount``."""
+    n_rows = distances.shape[0]
+    n_levels = n_bits + 1
+    offsets = torch.arange(n_rows, device=distances.device).unsqueeze(1) * n_levels
+    flat = (distances + offsets).reshape(-1)
+    return torch.bincount(flat, minlength=n_rows * n_levels).view(n_rows, n_levels)
+
+
+def _select_top_k(inner: Tensor, n_bits: int, k: int, cutoffs: Tensor) -> tuple[Tensor, Tensor]:
+    """Rank the rows that have at least k items with d <= cutoff.
+
+    Returns the (m, k) ranking of those rows and a bool mask over all rows
+    that marks them. Exact cut-offs (t >= d*) make every row qualify.
+    """
+    n_rows, n_database = inner.shape
+    n_levels = n_bits + 1
+
+    # Candidates: all items with d <= cutoff, listed in (row, index) order.
+    min_inner = (n_bits - 2 * cutoffs).to(inner.dtype).unsqueeze(1)
+    rows, columns = torch.nonzero(inner >= min_inner, as_tuple=True)
+    distances = distances_from_inner(inner[rows, columns], n_bits)
+    per_row = torch.bincount(rows, minlength=n_rows)
+    done = per_row >= k
+    if not bool(done.all()):
+        keep = done[rows]
+        # Renumber the remaining rows 0..m-1 so that they form a dense (m, k) block.
+        rows = (torch.cumsum(done, dim=0) - 1)[rows[keep]]
+        columns = columns[keep]
+        distances = distances[keep]
+    n_done = int(done.sum())
+
+    # An exact histogram of the candidates gives d* and the count below it.
+    counts = torch.bincount(rows * n_levels + distances, minlength=n_done * n_levels)
+    counts = counts.view(n_done, n_levels)
+    cumulative = counts.cumsum(dim=1)
+    cut = (cumulative < k).sum(dim=1)
+    below = cumulative.gather(1, (cut - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+    below = torch.where(cut > 0, below, 0)
+    needed = k - below
+
+    # The last kept item of a row is its needed-th candidate at d == d*.
+    at_cut = torch.nonzero(distances == cut[rows]).squeeze(1)
+    at_cut_per_row = counts.gather(1, cut.unsqueeze(1)).squeeze(1)
+    first_at_cut = torch.cumsum(at_cut_per_row, dim=0) - at_cut_per_row
+    last_column = columns[at_cut[first_at_cut + needed - 1]]
+
+    # Keys d * N + index are unique and sort in ranking order.
+    keys = distances * n_database + columns
+    max_key = cut * n_database + last_column
+    top_keys = keys[keys <= max_key[rows]].view(n_done, k)
+    ranked = torch.sort(top_keys, dim=1).values.remainder_(n_database)
+    return ranked, done
