@@ -17,7 +17,7 @@ from bench import store
 from bench.cache import ResultsRoot
 from bench.data.base import RetrievalData
 from bench.evaluation import retrieval_report
-from bench.metrics import perceptibility
+from bench.metrics import perturbation_norms
 from bench.runtime import versions
 from bench.steps import STEP_VERSION, checkpoint_key, data_topk, encode_step, open_checkpoint, targets_step
 from models.checkpoint import read_checkpoint_config
@@ -109,7 +109,7 @@ def attack_cell(
         "clean_map": clean["map"],
         "attacked_map": attacked["map"],
         "seconds_per_query": attack_seconds / max(len(query_index), 1),
-        **{f"{key}": value for key, value in perceptibility(images, output.images).summary().items()},
+        **_perceptibility(images, output.images),
     }
     curves = {"clean": _curves(clean), "attacked": _curves(attacked)}
     if target_labels is not None:
@@ -126,7 +126,7 @@ def attack_cell(
         unbounded_codes = _encode(model, unbounded, device)
         metrics["unbounded_score"] = retrieval_report(query_codes=unbounded_codes, query_labels=query_labels_for_score,
                                                       curves=False, **base)["map"]
-        metrics["unbounded_linf"] = perceptibility(images, unbounded).summary()["linf"]
+        metrics["unbounded_linf"] = _perceptibility(images, unbounded)["linf"]
 
     store.save_tensors(root.adversarial(key), {
         "query_index": query_index, "codes": adversarial_codes,
@@ -160,6 +160,13 @@ def attack_cell(
     }
     store.write_json(record_path, record)
     return record
+
+
+def _perceptibility(clean: torch.Tensor, adversarial: torch.Tensor) -> dict[str, float]:
+    """Return mean per-image L-infinity, L2, MSE and PSNR on the [0, 1] pixel scale."""
+    summary = perturbation_norms(clean, adversarial).summary()
+    return {"linf": summary["linf_mean"], "l2": summary["l2_mean"], "mse": summary["mse_mean"],
+            "psnr": summary["psnr_mean"], "unchanged_images": summary["identical_images"]}
 
 
 def _curves(report: dict[str, Any]) -> dict[str, Any]:

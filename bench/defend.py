@@ -15,7 +15,7 @@ from bench import store
 from bench.cache import ResultsRoot
 from bench.data.base import RetrievalData
 from bench.runtime import versions
-from bench.steps import STEP_VERSION, checkpoint_key, data_topk, open_checkpoint
+from bench.steps import STEP_VERSION, checkpoint_key, data_topk, encode_all, encode_key, open_checkpoint
 from models.checkpoint import save_checkpoint
 from models.training import encode_images
 
@@ -129,12 +129,11 @@ def run_defense(
     started = time.perf_counter()
     defense.train(model, data.train, device=device, on_epoch=on_epoch, resume=resume)
     seconds = time.perf_counter() - started
-    query_codes = encode_images(model, data.query, device=device)
-    database_codes = encode_images(model, data.database, device=device)
+    codes = encode_all(model, data, device)
     from bench.metrics import mean_average_precision
 
     topk = data_topk(data)
-    clean_map = mean_average_precision(query_codes=query_codes, database_codes=database_codes,
+    clean_map = mean_average_precision(query_codes=codes["query"], database_codes=codes["database"],
                                        query_labels=data.query.labels, database_labels=data.database.labels, topk=topk)
     config = {
         "kind": "defended",
@@ -152,6 +151,7 @@ def run_defense(
         "versions": versions(device),
     }
     save_checkpoint(path, model, config)
+    store.save_tensors(root.codes(encode_key(key, data)), codes)
     state_path.unlink(missing_ok=True)
     log.info("defend %s: MAP@%s %.4f (victim %.4f), %.1f s", name, topk, clean_map,
              victim_config.get("clean_map", float("nan")), seconds)

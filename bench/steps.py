@@ -100,10 +100,9 @@ def train_step(
     started = time.perf_counter()
     history = train_model(model, data.train, train, device=device, on_epoch=on_epoch, on_batch=on_batch)
     seconds = time.perf_counter() - started
-    query_codes = encode_images(model, data.query, device=device)
-    database_codes = encode_images(model, data.database, device=device)
+    codes = encode_all(model, data, device)
     topk = data_topk(data)
-    clean_map = retrieval_report(query_codes=query_codes, database_codes=database_codes,
+    clean_map = retrieval_report(query_codes=codes["query"], database_codes=codes["database"],
                                  query_labels=data.query.labels, database_labels=data.database.labels,
                                  topk=topk, curves=False)["map"]
     log.info("train %s/%d bits: MAP@%s %.4f after %.1f s", model_name, n_bits, topk, clean_map, seconds)
@@ -122,6 +121,7 @@ def train_step(
         "versions": versions(device),
     }
     save_checkpoint(path, model, config)
+    store.save_tensors(root.codes(encode_key(key, data)), codes)
     return path
 
 
@@ -163,16 +163,23 @@ def data_spec_from_checkpoint(config: dict[str, Any], data_root: str | None) -> 
 def encode_step(root: ResultsRoot, data: RetrievalData, checkpoint: Path,
                 device: torch.device = torch.device("cpu")) -> dict[str, torch.Tensor]:
     """Return the binary codes of the query, train and database sets under ``checkpoint``."""
-    key = store.hash_config({"step": "encode", "version": STEP_VERSION, "checkpoint": checkpoint_key(checkpoint),
-                             "split": data.split_hash})
-    path = root.codes(key)
+    path = root.codes(encode_key(checkpoint_key(checkpoint), data))
     if path.is_file():
         return store.load_tensors(path)
     model, _ = open_checkpoint(checkpoint, data, device)
-    codes = {part: encode_images(model, getattr(data, part), device=device)
-             for part in ("query", "train", "database")}
+    codes = encode_all(model, data, device)
     store.save_tensors(path, codes)
     return codes
+
+
+def encode_key(checkpoint: str, data: RetrievalData) -> str:
+    return store.hash_config({"step": "encode", "version": STEP_VERSION, "checkpoint": checkpoint,
+                              "split": data.split_hash})
+
+
+def encode_all(model, data: RetrievalData, device: torch.device) -> dict[str, torch.Tensor]:
+    """Return the eval-mode binary codes of the query, train and database sets."""
+    return {part: encode_images(model, getattr(data, part), device=device) for part in ("query", "train", "database")}
 
 
 # -- targets ------------------------------------------------------------------

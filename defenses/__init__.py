@@ -3,7 +3,7 @@
 Importing this package registers SAAT, ATRDH and CgAT in ``DEFENSES``.
 """
 
-from defenses import cgat, saat  # noqa: F401  (registration)
+from defenses import atrdh, cgat, saat  # noqa: F401  (registration)
 from defenses._base import DEFENSES, Defense
 
 __all__ = ["DEFENSES", "Defense"]

@@ -21,11 +21,12 @@ from models.errors import ConfigError
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine (one process per GPU when there are several); ray: a Ray cluster.")
 @click.option("--address", default=None, help="Ray address (auto or HOST:PORT); without it a local Ray instance starts.")
+@click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance started without --address.")
 @click.option("--device", default=None, help="Override the matrix's device: auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads per task (0: torch's default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @data_root_option
-def run(matrix, results_root, executor, address, device, threads, quiet, data_root):
+def run(matrix, results_root, executor, address, ray_cpus, device, threads, quiet, data_root):
     """Run every model x attack pairing of a matrix, resuming from cached results."""
     from bench.matrix.config import load_matrix
     from bench.matrix.run import run_matrix
@@ -36,7 +37,7 @@ def run(matrix, results_root, executor, address, device, threads, quiet, data_ro
     root = ResultsRoot.at(results_root or config.results_root or "results")
     console.print(f"matrix [bold]{config.name}[/] ({config.source}): {len(config.variants())} model variants x "
                   f"{len(config.attacks)} attacks, profile {config.profile['name']}, results in {root.run(config.name)}")
-    summary = run_matrix(config, root, executor=executor, address=address, device=device, data_root=data_root,
+    summary = run_matrix(config, root, executor=executor, address=address, ray_cpus=ray_cpus, device=device, data_root=data_root,
                          threads=threads, quiet=quiet)
     console.print(f"done in {summary['seconds']:.0f} s: {summary['ok']} computed, {summary['cached']} cached, "
                   f"{summary['skipped']} skipped, {summary['error']} failed")

@@ -26,7 +26,7 @@ else:  # pragma: no cover
 BUILTIN = Path(__file__).resolve().parent.parent / "matrices"
 KNOWN_KEYS = {
     "name", "profile", "datasets", "bits", "models", "attacks", "seeds", "device", "threat", "defenses",
-    "overrides", "model_options", "results_root", "data_root", "run",
+    "overrides", "model_options", "results_root", "data_root", "run", "plugins",
 }
 NORMS = ("linf",)
 
@@ -61,6 +61,7 @@ class MatrixConfig:
     results_root: str | None = None
     data_root: str | None = None
     run: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
     source: str = "<builtin>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +114,10 @@ def parse_matrix(raw: dict[str, Any], *, source: str = "<dict>") -> MatrixConfig
     from defenses import DEFENSES
     from models import MODELS
 
+    from bench.plugins import import_plugins, plugin_names
+
+    plugins = plugin_names(list(raw.get("plugins", [])))
+    import_plugins(plugins)
     unknown = set(raw) - KNOWN_KEYS
     if unknown:
         raise ConfigError(f"unknown matrix keys {sorted(unknown)} in {source}; valid keys: {', '.join(sorted(KNOWN_KEYS))}")
@@ -152,7 +157,7 @@ def parse_matrix(raw: dict[str, Any], *, source: str = "<dict>") -> MatrixConfig
         profile=profile, datasets=datasets, bits=bits, models=models, attacks=attacks, seeds=seeds,
         device=device, eps=eps, defenses=defenses, model_options=dict(raw.get("model_options", {})),
         results_root=raw.get("results_root"), data_root=raw.get("data_root"), run=dict(raw.get("run", {})),
-        source=source, raw=raw,
+        plugins=plugins, source=source, raw=raw,
     )
     _check_pairings(config)
     return config

@@ -7,6 +7,8 @@ have results, whatever the executor.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -31,7 +33,7 @@ def run_local(nodes: list[Node], ctx: RunContext, on_start: Callable[[Node], Non
 
 def _pinned_context(ctx: RunContext, slot: int) -> RunContext:
     device = f"cuda:{slot}" if ctx.device in ("auto", "cuda") else ctx.device
-    return RunContext(ctx.results_root, ctx.data_root, device, ctx.threads)
+    return RunContext(ctx.results_root, ctx.data_root, device, ctx.threads, ctx.plugins)
 
 
 def run_parallel(nodes: list[Node], ctx: RunContext, workers: int, on_start: Callable[[Node], None],
@@ -67,7 +69,7 @@ def run_parallel(nodes: list[Node], ctx: RunContext, workers: int, on_start: Cal
 
 
 def run_ray(nodes: list[Node], ctx: RunContext, address: str | None, on_start: Callable[[Node], None],
-            on_result: ResultCallback) -> dict[str, dict]:
+            on_result: ResultCallback, *, num_cpus: int | None = None) -> dict[str, dict]:
     """Submit every node as a Ray task; dependencies are passed as object refs, so Ray orders them."""
     try:
         import ray
@@ -78,10 +80,13 @@ def run_ray(nodes: list[Node], ctx: RunContext, address: str | None, on_start: C
 
     started_here = False
     if not ray.is_initialized():
+        # Workers import HashBench and plug-ins from the driver's import path.
+        paths = [entry for entry in sys.path if entry and os.path.isdir(entry)]
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
         if address in (None, "local"):
-            ray.init(num_cpus=int(ctx.threads or 0) or None, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         started_here = True
     try:
         remote = ray.remote(_ray_execute)

@@ -38,6 +38,7 @@ class RunContext:
     data_root: str | None
     device: str
     threads: int = 0
+    plugins: list[str] = field(default_factory=list)
 
 
 def _dataset_key(dataset: str, bits: int, seed: int) -> str:
@@ -96,11 +97,19 @@ def execute_node(node: Node, upstream: dict[str, dict[str, Any]], ctx: RunContex
     ``upstream`` maps dependency ids to their results. A node whose dependency
     failed is not run and reports that dependency.
     """
+    started = time.perf_counter()
+    started_at = time.time()
+    result = _execute(node, upstream, ctx, started)
+    result.update(started_at=started_at, finished_at=time.time())
+    return result
+
+
+def _execute(node: Node, upstream: dict[str, dict[str, Any]], ctx: RunContext, started: float) -> dict[str, Any]:
     import torch
 
+    from bench.plugins import import_plugins
     from bench.runtime import resolve_device, seed_everything
 
-    started = time.perf_counter()
     failed = [key for key in node.depends_on if upstream.get(key, {}).get("status") != "ok"]
     if failed:
         return {"id": node.id, "kind": node.kind, "status": "error",
@@ -110,6 +119,7 @@ def execute_node(node: Node, upstream: dict[str, dict[str, Any]], ctx: RunContex
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     try:
+        import_plugins(ctx.plugins)
         seed_everything(node.params["seed"])
         device = resolve_device(ctx.device)
         root, data = _data(node.params, ctx)

@@ -59,6 +59,7 @@ def run_matrix(
     *,
     executor: str = "local",
     address: str | None = None,
+    ray_cpus: int | None = None,
     device: str | None = None,
     data_root: str | None = None,
     threads: int = 0,
@@ -83,11 +84,13 @@ def run_matrix(
     store.write_text(run_dir / "matrix.toml", Path(config.source).read_text(encoding="utf-8")
                      if Path(config.source).is_file() else "")
     threads = threads or int(config.run.get("threads", 0))
-    ctx = RunContext(str(root.path), data_root or config.data_root, device or config.device, threads)
+    ctx = RunContext(str(root.path), data_root or config.data_root, device or config.device, threads,
+                     plugins=list(config.plugins))
     log.info("matrix %s: %d nodes (%s executor, device %s, profile %s)", config.name, len(nodes), executor,
              ctx.device, config.profile["name"])
     counts = {"ok": 0, "cached": 0, "error": 0, "skipped": 0}
     failures: list[str] = []
+    timeline: dict[str, tuple[float, float]] = {}
     started = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=Console(stderr=True), disable=quiet, transient=False)
@@ -98,6 +101,7 @@ def run_matrix(
 
     def on_result(node: Node, result: dict[str, Any]) -> None:
         status = result["status"]
+        timeline[node.id] = (result.get("started_at", 0.0), result.get("finished_at", 0.0))
         if status == "ok" and result.get("cached"):
             counts["cached"] += 1
             log.info("%s: cached, not recomputed", node.id)
@@ -120,7 +124,7 @@ def run_matrix(
             if executor == "ray":
                 from bench.matrix.executors import run_ray
 
-                run_ray(nodes, ctx, address, on_start, on_result)
+                run_ray(nodes, ctx, address, on_start, on_result, num_cpus=ray_cpus)
             else:
                 import torch
 
@@ -133,7 +137,7 @@ def run_matrix(
                 else:
                     run_local(nodes, ctx, on_start, on_result)
         summary = {"matrix": config.name, "nodes": len(nodes), **counts, "failures": failures,
-                   "seconds": time.perf_counter() - started}
+                   "timeline": timeline, "seconds": time.perf_counter() - started}
         log.info("matrix %s finished in %.1f s: %d computed, %d cached, %d skipped, %d failed", config.name,
                  summary["seconds"], counts["ok"], counts["cached"], counts["skipped"], counts["error"])
         for line in failures:

@@ -7,7 +7,7 @@ metric values.
 
 Distances come from one float32 matrix product per chunk,
 d = (K - <q, x>) / 2. The product of -1/+1 codes is an integer of magnitude
-at most K, so float32 holds it exactly for any K below 2**24.
+at most K, which float32 represents exactly for any K below 2**24.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ CHUNK_ELEMENTS = 2**26
 # stays in cache between the steps of ``rank_chunk``.
 CPU_CHUNK_ELEMENTS = 2**21
 
-# Database columns that the cut-off estimate samples per query (see
-# ``_estimate_cutoffs``). More columns make a wrong estimate rarer and the
-# estimate itself slower; a wrong estimate costs time, never exactness.
+# Database items that the cut-off estimate samples (see ``_estimate_cutoffs``).
+# More samples make a wrong estimate rarer and the estimate itself slower.
+# A wrong estimate costs time, never exactness.
 _SAMPLED_COLUMNS = 4096
 
 
@@ -122,7 +122,7 @@ def rank_chunk(query_chunk: Tensor, database: Tensor, k: int) -> Tensor:
     inner = query_chunk @ database.T
     if k == database.shape[0]:
         return _full_ranking(inner, n_bits)
-    return _top_k_ranking(inner, n_bits, k)
+    return _top_k_ranking(query_chunk, database, inner, k)
 
 
 def distances_from_inner(inner: Tensor, n_bits: int) -> Tensor:
@@ -136,21 +136,22 @@ def _full_ranking(inner: Tensor, n_bits: int) -> Tensor:
     return torch.sort(distances, dim=1, stable=True).indices
 
 
-def _top_k_ranking(inner: Tensor, n_bits: int, k: int) -> Tensor:
+def _top_k_ranking(query_chunk: Tensor, database: Tensor, inner: Tensor, k: int) -> Tensor:
     """Return the first k ranked indices per row without sorting whole rows.
 
     Distances are integers in [0, K], so the k-th ranked item of a row lies at
-    a cut-off distance d*. Every item with d < d* is in the top k, and so are
-    the first (k - count(d < d*)) items at d == d* in index order. The steps:
+    some cut-off distance d*, and the top k are all items with d < d* plus the
+    first items at d == d* in index order. The steps:
 
-    1. Estimate a cut-off t per row from a sample of columns.
+    1. Estimate a cut-off t per row from a sample of database columns.
     2. Collect the candidates, all items with d <= t, in (row, index) order.
        A row with fewer than k candidates had t < d*. Such rows are redone
        with the exact d* from a full histogram of their distances.
-    3. Find d* from an exact histogram of the candidates, keep the k smallest
-       keys d * N + index, and sort only those k keys per row.
+    3. Sort the candidates by (row, distance, index) with one flat sort and
+       keep the first k of each row.
     """
-    cutoffs = _estimate_cutoffs(inner, n_bits, k)
+    n_bits = query_chunk.shape[1]
+    cutoffs = _estimate_cutoffs(query_chunk, database, inner, k)
     ranked, done = _select_top_k(inner, n_bits, k, cutoffs)
     if bool(done.all()):
         return ranked
@@ -164,16 +165,21 @@ def _top_k_ranking(inner: Tensor, n_bits: int, k: int) -> Tensor:
     return ranking
 
 
-def _estimate_cutoffs(inner: Tensor, n_bits: int, k: int) -> Tensor:
+def _estimate_cutoffs(query_chunk: Tensor, database: Tensor, inner: Tensor, k: int) -> Tensor:
     """Estimate, per row, a distance t that has at least k items with d <= t.
 
-    Takes every s-th column, scales the sample's cumulative histogram by s and
-    returns the smallest distance whose scaled count reaches k. An estimate
-    that is too low only sends its row to the exact fallback.
+    Ranks every s-th database item, scales the sample's cumulative histogram
+    by s and returns the smallest distance whose scaled count reaches k. An
+    estimate that is too low only sends its row to the exact fallback.
     """
-    n_rows, n_database = inner.shape
-    stride = max(1, n_database // _SAMPLED_COLUMNS)
-    sample = distances_from_inner(inner[:, ::stride], n_bits)
+    n_bits = query_chunk.shape[1]
+    stride = max(1, database.shape[0] // _SAMPLED_COLUMNS)
+    if stride == 1:
+        sample = distances_from_inner(inner, n_bits)
+    else:
+        # A separate small product reads far less memory than a strided
+        # slice of ``inner``, which touches most of its cache lines.
+        sample = distances_from_inner(query_chunk @ database[::stride].T, n_bits)
     counts = _row_histograms(sample, n_bits)
     scaled = counts.cumsum(dim=1) * stride
     return (scaled < k).sum(dim=1).clamp_(max=n_bits)
@@ -201,40 +207,23 @@ def _select_top_k(inner: Tensor, n_bits: int, k: int, cutoffs: Tensor) -> tuple[
     that marks them. Exact cut-offs (t >= d*) make every row qualify.
     """
     n_rows, n_database = inner.shape
-    n_levels = n_bits + 1
 
     # Candidates: all items with d <= cutoff, listed in (row, index) order.
     min_inner = (n_bits - 2 * cutoffs).to(inner.dtype).unsqueeze(1)
     rows, columns = torch.nonzero(inner >= min_inner, as_tuple=True)
-    distances = distances_from_inner(inner[rows, columns], n_bits)
     per_row = torch.bincount(rows, minlength=n_rows)
     done = per_row >= k
-    if not bool(done.all()):
-        keep = done[rows]
-        # Renumber the remaining rows 0..m-1 so that they form a dense (m, k) block.
-        rows = (torch.cumsum(done, dim=0) - 1)[rows[keep]]
-        columns = columns[keep]
-        distances = distances[keep]
-    n_done = int(done.sum())
 
-    # An exact histogram of the candidates gives d* and the count below it.
-    counts = torch.bincount(rows * n_levels + distances, minlength=n_done * n_levels)
-    counts = counts.view(n_done, n_levels)
-    cumulative = counts.cumsum(dim=1)
-    cut = (cumulative < k).sum(dim=1)
-    below = cumulative.gather(1, (cut - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    below = torch.where(cut > 0, below, 0)
-    needed = k - below
+    # Sort key row * S + index - inner * N. Within a row, a larger inner
+    # product (smaller distance) gives a smaller key, and the index breaks
+    # ties. Inner products are integers in [-K, K], so S = (2K + 1) * N keeps
+    # the rows apart, and key mod N recovers the index.
+    products = inner.view(-1).take(torch.add(columns, rows, alpha=n_database)).to(torch.int64)
+    keys = torch.add(columns, rows, alpha=(2 * n_bits + 1) * n_database)
+    keys.sub_(products, alpha=n_database)
+    keys = torch.sort(keys).values
 
-    # The last kept item of a row is its needed-th candidate at d == d*.
-    at_cut = torch.nonzero(distances == cut[rows]).squeeze(1)
-    at_cut_per_row = counts.gather(1, cut.unsqueeze(1)).squeeze(1)
-    first_at_cut = torch.cumsum(at_cut_per_row, dim=0) - at_cut_per_row
-    last_column = columns[at_cut[first_at_cut + needed - 1]]
-
-    # Keys d * N + index are unique and sort in ranking order.
-    keys = distances * n_database + columns
-    max_key = cut * n_database + last_column
-    top_keys = keys[keys <= max_key[rows]].view(n_done, k)
-    ranked = torch.sort(top_keys, dim=1).values.remainder_(n_database)
+    starts = torch.cumsum(per_row, dim=0) - per_row
+    first_k = starts[done].unsqueeze(1) + torch.arange(k, device=inner.device)
+    ranked = keys.take(first_k).remainder_(n_database)
     return ranked, done

@@ -40,7 +40,7 @@ class AveragePrecisions(NamedTuple):
     """Per-query results of ``average_precisions``."""
 
     average_precision: Tensor
-    """float64 (queries,) AP@k; 0.0 for a query with no relevant item in its top k."""
+    """float64 (queries,) AP@k, 0.0 for a query with no relevant item in its top k."""
     relevant_in_topk: Tensor
     """int64 (queries,) number of relevant items among the query's top k."""
 
@@ -54,7 +54,7 @@ class PrecisionRecallCurve:
     precision: Tensor
     """float64 (levels,) mean precision at each level."""
     n_queries_used: int
-    """Queries with at least one relevant database item; the mean runs over these."""
+    """Queries with at least one relevant database item, over which the mean runs."""
     n_queries_without_relevant: int
     """Queries left out because no database item is relevant to them."""
 
@@ -68,7 +68,7 @@ class PrecisionAtNCurve:
     precision: Tensor
     """float64 (points,) mean over all queries of (relevant in top N) / N."""
     n_queries: int
-    """Queries averaged; a query without relevant items contributes 0."""
+    """Queries averaged, including those without relevant items, which contribute 0."""
 
 
 def default_recall_levels() -> Tensor:
@@ -251,7 +251,7 @@ def _precision_at_recall_levels(relevant: Tensor, levels: Tensor) -> tuple[Tenso
     """Return (rows, levels) precisions and a bool mask of rows with a relevant item.
 
     ``relevant`` covers the full ranking of each row. Rows without a relevant
-    item get NaN precision; the caller leaves them out.
+    item get NaN precision, and the caller leaves them out.
     """
     n_relevant = relevant.sum(dim=1)
     targets = torch.floor(n_relevant.unsqueeze(1).to(torch.float64) * levels + 1e-9).to(torch.int64)
