@@ -20,9 +20,14 @@ def tie_break_vector(n_bits: int, seed: int = 0) -> Tensor:
     return torch.randint(0, 2, (n_bits,), generator=generator).to(torch.float32) * 2 - 1
 
 
+# Votes closer to zero than this are ties: normalised weights turn an exact
+# tie into a rounding residue of about 1e-7.
+TIE_TOLERANCE = 1e-6
+
+
 def signed_vote(votes: Tensor, zero_bits: str = "tie-break", seed: int = 0) -> Tensor:
-    """Return ``sign(votes)`` with zero entries kept (parity) or filled from the tie-break vector."""
-    codes = torch.sign(votes)
+    """Return ``sign(votes)`` with tied entries kept as 0 (parity) or filled from the tie-break vector."""
+    codes = torch.where(votes.abs() <= TIE_TOLERANCE, torch.zeros_like(votes), torch.sign(votes))
     if zero_bits == "keep":
         return codes
     if zero_bits != "tie-break":
@@ -88,7 +93,8 @@ def center_codes(
     negative = 1 - positive
     n_positive = positive.sum(1, keepdim=True)
     n_negative = negative.sum(1, keepdim=True)
-    votes = (positive / n_positive.clamp(min=1)) @ bank_codes - (negative / n_negative.clamp(min=1)) @ bank_codes
+    # Sum first and divide once, so equal means cancel exactly.
+    votes = (positive @ bank_codes) / n_positive.clamp(min=1) - (negative @ bank_codes) / n_negative.clamp(min=1)
     degenerate = (n_positive == 0) | (n_negative == 0)
     votes = torch.where(degenerate, torch.zeros_like(votes), votes)
     codes = signed_vote(votes, zero_bits, seed)

@@ -167,16 +167,16 @@ def circle_prototype_loss(
 
     ``triu_parity=True`` keeps only pairs with ``j > i``, as the reference
     code does by applying ``triu(diagonal=1)`` to the non-square n x N matrix.
-    A side without pairs has an empty sum, whose log is -inf; its term is
-    left out instead, and with neither side present ``L_circle`` is 0.
+    A side without pairs would add the log of an empty sum (-inf), so its
+    term is left out. With neither side present ``L_circle`` is 0.
     """
     n, n_bits = prototypes.shape
     positive = _label_overlap(target_labels, bank_codes, bank_labels, n_bits)
     similarity = prototypes @ bank_codes.to(prototypes.dtype).T / n_bits
     negative = ~positive
     if triu_parity:
-        kept = torch.ones_like(positive).triu(diagonal=1)
-        positive, negative = positive & kept, negative & kept
+        upper_triangle = torch.ones_like(positive).triu(diagonal=1)
+        positive, negative = positive & upper_triangle, negative & upper_triangle
 
     # Masked log-sum-exp over the full matrix: cheaper than gathering the pairs
     # when the bank is large, and the masked entries get zero gradient.

@@ -26,16 +26,19 @@ it gives 2 label-encoder, 2 encoder and 2 discriminator stages. Channel
 widths and residual-block counts are constructor arguments. Every
 InstanceNorm has no affine parameters and no running statistics.
 
-GAN training follows the reference: batch 24, Adam(1e-4, betas (0.5,
-0.999)) for both networks, a discriminator step every third iteration,
+GAN training follows the reference code: batch 24, Adam(1e-4, betas
+(0.5, 0.999)) for both networks and a discriminator step on every third
+batch of an epoch (the first, fourth, ...). The discriminator fits
 least-squares targets ``[labels, flag]`` with flag 0 for real and 1 for
-generated images, and
-``L_G = w_rec MSE(x_g, x~) + 5 (1 - mean(F((x_g + 1) / 2) * t)) + 1 LS(D(x_g), [l_t, 0])``
-with ``t = sign(p(l_t))``. The learning rate stays constant for the first
-half of the epochs and decays linearly in the second half (reference: 50 +
-50 epochs). ``w_rec`` is 100 for FLICKR-25K and 50 for NUS-WIDE and
-MS-COCO in the reference; the default here is 50. Target labels are drawn
-from the distinct non-zero database label vectors.
+generated images. The generator minimises
+``w_rec MSE(x_g, x~) + 5 (1 - mean(F((x_g + 1) / 2) * t)) + 1 LS(D(x_g), [l_t, 0])``
+with ``t = sign(p(l_t))``; the three weights are ``reconstruction_weight``,
+``hash_weight`` and ``adversarial_weight``. The learning rate stays
+constant for the first half of the epochs and decays linearly in the
+second half (reference: 50 + 50 epochs). The reference sets ``w_rec`` to
+100 for FLICKR-25K and 50 for NUS-WIDE and MS-COCO; the default here is
+50. Target labels are drawn uniformly from the distinct non-zero database
+label vectors.
 """
 
 from __future__ import annotations
@@ -121,17 +124,17 @@ class ProsGanGenerator(nn.Module):
         residual_blocks: int = 3,
     ) -> None:
         super().__init__()
-        channels, height, width_px = (int(side) for side in image_shape)
-        if min(channels, height, width_px, feature_size, width, label_width) < 1 or residual_blocks < 0:
+        channels, height, image_width = (int(side) for side in image_shape)
+        if min(channels, height, image_width, feature_size, width, label_width) < 1 or residual_blocks < 0:
             raise ConfigError(
                 f"invalid ProS-GAN generator settings: image_shape {tuple(image_shape)}, feature_size "
                 f"{feature_size}, width {width}, label_width {label_width}, residual_blocks {residual_blocks}"
             )
-        self.image_shape = (channels, height, width_px)
-        self.label_stages = count_halvings(height, width_px, LABEL_ENCODER_STAGES)
-        self.image_stages = count_halvings(height, width_px, IMAGE_ENCODER_STAGES)
+        self.image_shape = (channels, height, image_width)
+        self.label_stages = count_halvings(height, image_width, LABEL_ENCODER_STAGES)
+        self.image_stages = count_halvings(height, image_width, IMAGE_ENCODER_STAGES)
 
-        start = (height >> self.label_stages, width_px >> self.label_stages)
+        start = (height >> self.label_stages, image_width >> self.label_stages)
         self.label_start = (label_width, *start)
         self.label_project = nn.Sequential(nn.Linear(feature_size, label_width * start[0] * start[1]),
                                            nn.ReLU(inplace=True))
@@ -178,20 +181,20 @@ class ProsGanDiscriminator(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int, int], n_classes: int, *, width: int = 64) -> None:
         super().__init__()
-        channels, height, width_px = (int(side) for side in image_shape)
-        if min(channels, height, width_px, n_classes, width) < 1:
+        channels, height, image_width = (int(side) for side in image_shape)
+        if min(channels, height, image_width, n_classes, width) < 1:
             raise ConfigError(
                 f"invalid ProS-GAN discriminator settings: image_shape {tuple(image_shape)}, n_classes "
                 f"{n_classes}, width {width}"
             )
-        self.stages = count_halvings(height, width_px, DISCRIMINATOR_STAGES)
+        self.stages = count_halvings(height, image_width, DISCRIMINATOR_STAGES)
         layers: list[nn.Module] = []
         depth, wider = channels, width
         for _ in range(self.stages):
             layers += [spectral_norm(nn.Conv2d(depth, wider, 4, stride=2, padding=1)), nn.LeakyReLU(0.01)]
             depth, wider = wider, 2 * wider
         self.main = nn.Sequential(*layers)
-        kernel = (height >> self.stages, width_px >> self.stages)
+        kernel = (height >> self.stages, image_width >> self.stages)
         self.output = nn.Conv2d(depth, n_classes + 1, kernel, bias=False)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -240,13 +243,13 @@ class ProSGAN(Attack):
         **kwargs: Any,
     ) -> None:
         super().__init__(steps=steps, random_start=random_start, scale_schedule=scale_schedule, **kwargs)
-        positive = {
+        positive_options = {
             "epochs": epochs, "gan_batch_size": gan_batch_size, "discriminator_every": discriminator_every,
             "width": width, "label_width": label_width, "discriminator_width": discriminator_width,
             "prototype_steps": prototype_steps, "prototype_batch_size": prototype_batch_size,
             "hidden_size": hidden_size, "feature_size": feature_size,
         }
-        for option, value in positive.items():
+        for option, value in positive_options.items():
             if int(value) < 1:
                 raise ConfigError(f"{option} must be a positive integer, got {value}")
         if residual_blocks < 0:
@@ -301,6 +304,7 @@ class ProSGAN(Attack):
         return {"attack": self.name, "version": self.version, "seed": self.seed, **self._training_config()}
 
     def build_generator(self, image_shape: tuple[int, int, int]) -> ProsGanGenerator:
+        """Build an untrained generator with this attack's widths for images of ``image_shape``."""
         return ProsGanGenerator(image_shape, feature_size=self.feature_size, width=self.width,
                                 label_width=self.label_width, residual_blocks=self.residual_blocks)
 
@@ -359,26 +363,25 @@ class ProSGAN(Attack):
             return 1.0 - max(0, epoch + 1 - constant_epochs) / (decay_epochs + 1)
 
         schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, decay) for optimizer in (optimizer_g, optimizer_d)]
-        random = torch.Generator().manual_seed(self.seed + 1)
+        sampler = torch.Generator().manual_seed(self.seed + 1)
         generator.train()
         discriminator.train()
         log.info("training ProS-GAN: %d epochs over %d images, batch %d", self.epochs, len(images),
                  self.gan_batch_size)
-        iteration = 0
         for epoch in range(self.epochs):
             started = time.perf_counter()
             total_g = torch.zeros((), device=device)
             total_d = torch.zeros((), device=device)
-            batches = iterate_batches(images, self.gan_batch_size, shuffle=True, generator=random, device=device)
-            for clean, labels, _ in batches:
+            batches = iterate_batches(images, self.gan_batch_size, shuffle=True, generator=sampler, device=device)
+            for batch, (clean, labels, _) in enumerate(batches):
                 real = clean * 2 - 1
-                targets = sample_target_labels(candidates, real.shape[0], random)
+                targets = sample_target_labels(candidates, real.shape[0], sampler)
                 with torch.no_grad():
                     output = self.prototype_net(targets)
                     target_codes = binarize(output.prototypes)
                 fake = generator(real, output.features)
 
-                if iteration % self.discriminator_every == 0:
+                if batch % self.discriminator_every == 0:
                     loss_d = 0.5 * (least_squares_loss(discriminator(real), labels, 0.0)
                                     + least_squares_loss(discriminator(fake.detach()), targets, 1.0))
                     optimizer_d.zero_grad(set_to_none=True)
@@ -396,7 +399,6 @@ class ProSGAN(Attack):
                 optimizer_g.step()
                 discriminator.requires_grad_(True)
                 total_g += loss_g.detach()
-                iteration += 1
             for scheduler in schedulers:
                 scheduler.step()
             sum_g, sum_d = float(total_g), float(total_d)
@@ -424,7 +426,7 @@ class ProSGAN(Attack):
         generator_state = {key[len(GENERATOR_PREFIX):]: value for key, value in state.items()
                            if key.startswith(GENERATOR_PREFIX)}
         if not prototype or not generator_state or IMAGE_SHAPE_KEY not in state:
-            raise DataError("ProS-GAN prepared state lacks the PrototypeNet, the generator or the image shape; "
+            raise DataError("ProS-GAN prepared state is missing the PrototypeNet, the generator or the image shape; "
                             "refit the attack instead")
         net = PrototypeNet.from_state_dict(prototype)
         if (net.hidden_size, net.feature_size) != (self.hidden_size, self.feature_size):

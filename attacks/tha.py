@@ -3,10 +3,10 @@
 Preparation trains a PrototypeNet once per victim with the circle loss
 against the victim's binary training codes, drawing target labels from the
 distinct non-zero database label vectors (``attacks._prototype``). The
-attack takes ``t = sign(p(l_t))`` of the target label as the target code and
-minimises ``-mean(F(x + delta) * t)`` by sign-PGD: eps 8/255, step 1/255,
-100 steps, no random start and the SAAT tanh-scale schedule
-(``scale_schedule="none"`` keeps scale 1 throughout, as the TADH code does).
+target code is ``t = sign(p(l_t))`` of the target label, and the attack
+minimises ``-mean(F(x + delta) * t)`` by sign-PGD. Defaults: eps 8/255,
+step 1/255, 100 steps, no random start and the SAAT tanh-scale schedule.
+``scale_schedule="none"`` keeps scale 1 throughout, as the TADH code does.
 
 Reference training: 30,000 steps of 128 labels in SAAT (32 in TADH),
 softplus on the circle loss in SAAT (off in TADH). Lower

@@ -1,4 +1,4 @@
-"""Paper-ready figures rendered from a run folder's records; never recomputes an attack.
+"""Paper-ready figures rendered from a run folder's records, without recomputing any attack.
 
 ``render_figures(run_dir)`` reads the cell records in ``RUN/records`` and
 writes each figure as PNG and PDF into ``RUN/figures``:
@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 import numpy as np
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("png", "pdf")
 DPI = 200
-# Seaborn's "paper" context sets tick labels to 8.8 pt; 1.1 lifts the smallest text to 9.7 pt.
+# Seaborn's "paper" context (seaborn 0.13) sets tick labels to 8.8 pt, so 1.1 lifts the smallest text to 9.7 pt.
 FONT_SCALE = 1.1
 ANNOTATION_POINTS = 9
 
@@ -62,8 +62,8 @@ DEFENSE_MARKERS = ("o", "^", "s", "D", "v", "P", "X")
 GRID_FILE = "image_grid.pt"
 GRID_QUERIES = 4
 GRID_TOPK = 10
-# Grid images are stored as uint8 thumbnails of at most this many pixels a side,
-# which is about 0.6 inch at the saved resolution.
+# Grid images are stored as uint8 thumbnails of at most this many pixels a side. One
+# image covers about 0.5 inch, or 95 pixels, in the saved PNG.
 GRID_MAX_SIDE = 128
 GRID_TENSORS = ("clean_queries", "adversarial_queries", "clean_retrievals", "adversarial_retrievals",
                 "clean_relevant", "adversarial_relevant", "query_index", "meta")
@@ -73,7 +73,7 @@ def render_figures(run_dir: Path, *, root: ResultsRoot | None = None) -> dict[st
     """Write every figure the run has data for; return the written paths by figure name.
 
     A figure without data is left out of the result and logged. ``root`` is
-    the results root whose cache holds the codes and images that the
+    the results root whose cache contains the codes and images that the
     retrieval grid needs the first time. Later renders read
     ``RUN/figures/image_grid.pt`` instead.
     """
@@ -81,7 +81,7 @@ def render_figures(run_dir: Path, *, root: ResultsRoot | None = None) -> dict[st
     cells, _ = load_records(run_dir)
     ok = _ok_cells(cells)
     if ok.empty:
-        log.warning("%s has no cell with status 'ok'; no figures rendered", run_dir)
+        log.warning("no figures rendered because %s has no cell with status 'ok'", run_dir)
         return {}
     records = _ok_records(run_dir)
     folder = run_dir / "figures"
@@ -143,14 +143,14 @@ def _topk(group: pd.DataFrame) -> int | None:
 
 
 def _metric_label(targeted: bool, topk: int | None) -> str:
-    """Return "MAP@1000" or "t-MAP@1000"; "@all" means the whole database is ranked."""
+    """Return a label such as "MAP@1000" or "t-MAP@1000". "@all" means the whole database is ranked."""
     return f"{'t-MAP' if targeted else 'MAP'}@{topk if topk else 'all'}"
 
 
 def score_table(cells: pd.DataFrame, targeted: bool) -> pd.DataFrame:
     """Return the mean score per model (rows) and attack (columns), with the clean score first.
 
-    ``cells`` holds the "ok" cells of one dataset and code length. Rows follow
+    ``cells`` contains the "ok" cells of one dataset and code length. Rows follow
     the leaderboard's model order and attack columns are sorted by name.
     """
     frame = cells[cells["targeted"] == targeted]
@@ -166,7 +166,7 @@ def score_table(cells: pd.DataFrame, targeted: bool) -> pd.DataFrame:
 
 # -- style and output ---------------------------------------------------------
 def attack_palette(attacks) -> dict[str, Any]:
-    """Map every attack name to a fixed colour, in sorted name order; "clean" is black.
+    """Map every attack name to a fixed colour, in sorted name order. The "clean" entry is black.
 
     Each figure of a run takes its colours from this map, so an attack has
     one colour throughout.
@@ -195,9 +195,17 @@ def _defense_order(names) -> list[str]:
 @contextmanager
 def _paper_style() -> Iterator[None]:
     # Type 42 (TrueType) fonts keep PDF text editable, which many publishers require.
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=FONT_SCALE), \
-            matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
-        yield
+    # Matplotlib subsets them with fontTools, which logs dozens of INFO lines per PDF
+    # into any INFO handler, such as a matrix run's run.log, unless its logger is raised to WARNING.
+    font_logger = logging.getLogger("fontTools")
+    previous_level = font_logger.level
+    font_logger.setLevel(max(previous_level, logging.WARNING))
+    try:
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=FONT_SCALE), \
+                matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
+            yield
+    finally:
+        font_logger.setLevel(previous_level)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -256,19 +264,22 @@ def _heatmaps(ok: pd.DataFrame, folder: Path) -> list[Path]:
                   if not (table := score_table(group, targeted)).empty]
         widths = [table.shape[1] for _, table in panels]
         rows = max(table.shape[0] for _, table in panels)
-        figure = _new_figure(1.6 + sum(0.62 * width + 1.0 for width in widths), 1.6 + 0.36 * rows)
+        # The attack names under the columns are rotated by 40 degrees, so long names need extra height.
+        longest_name = max(len(str(column)) for _, table in panels for column in table.columns)
+        figure = _new_figure(1.6 + sum(0.62 * width + 1.0 for width in widths),
+                             1.9 + 0.4 * rows + 0.045 * longest_name)
         axes = figure.subplots(1, len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})[0]
         for ax, (targeted, table) in zip(axes, panels):
             _draw_heatmap(ax, table, targeted, topk)
-        figure.suptitle(f"{dataset}, {n_bits} bits: retrieval under attack "
-                        f"({_metric_label(False, topk)} and {_metric_label(True, topk)})")
+        metrics = " and ".join(_metric_label(targeted, topk) for targeted, _ in panels)
+        figure.suptitle(f"{dataset}, {n_bits} bits: retrieval under attack ({metrics})")
         paths += _save(figure, folder, _stem("heatmap", dataset, n_bits))
     return paths
 
 
 def _draw_heatmap(ax, table: pd.DataFrame, targeted: bool, topk: int | None) -> None:
     label = _metric_label(targeted, topk)
-    # Darker always means a stronger attack: low MAP, or high t-MAP.
+    # Darker always means a stronger attack, that is a lower MAP or a higher t-MAP.
     sns.heatmap(table, ax=ax, vmin=0.0, vmax=1.0, cmap="rocket_r" if targeted else "rocket", annot=True,
                 fmt=".3f", annot_kws={"fontsize": ANNOTATION_POINTS}, linewidths=0.5, cbar_kws={"label": label})
     direction = "higher" if targeted else "lower"
@@ -281,9 +292,19 @@ def _draw_heatmap(ax, table: pd.DataFrame, targeted: bool, topk: int | None) -> 
 
 
 # -- precision-recall and precision@N curves ----------------------------------
+class _CurveAxes(NamedTuple):
+    """Keys of one curve kind in a record's ``curves`` and the words its figure uses."""
+
+    x_key: str
+    y_key: str
+    x_label: str
+    y_label: str
+    title: str
+
+
 CURVE_AXES = {
-    "pr": ("recall", "precision", "recall", "precision", "precision-recall"),
-    "precision_at_n": ("n", "precision", "retrieved items N", "precision@N", "precision@N"),
+    "pr": _CurveAxes("recall", "precision", "recall", "precision", "precision-recall (whole ranking)"),
+    "precision_at_n": _CurveAxes("n", "precision", "retrieved items N", "precision@N", "precision@N"),
 }
 
 
@@ -293,37 +314,29 @@ def _curve_figures(records: list[dict[str, Any]], palette: dict[str, Any], folde
     for targeted in (False, True):
         selected = [record for record in records if bool(record.get("targeted")) == targeted and record.get("curves")]
         if not selected:
-            log.info("%s: no %s cell with curves; figure skipped", name, "targeted" if targeted else "non-targeted")
+            log.info("skipped the %s figure because no %s cell has curves", name,
+                     "targeted" if targeted else "non-targeted")
             continue
         for dataset, n_bits, group in _record_groups(selected):
             figure = _draw_curves(group, palette, kind, targeted)
             suffix = "targeted" if targeted else "nontargeted"
             attack_kind = "targeted" if targeted else "non-targeted"
-            relevance = "relevant: shares the target label" if targeted else "relevant: shares a label"
-            figure.suptitle(f"{dataset}, {n_bits} bits: {CURVE_AXES[kind][4]} under {attack_kind} attacks "
-                            f"(whole ranking; {relevance})")
+            relevance = "shares the target label" if targeted else "shares a label with the query"
+            figure.suptitle(f"{dataset}, {n_bits} bits: {CURVE_AXES[kind].title} under {attack_kind} attacks\n"
+                            f"(relevant item: {relevance})")
             paths += _save(figure, folder, _stem(name, dataset, n_bits, suffix))
     return paths
 
 
 def _draw_curves(records: list[dict[str, Any]], palette: dict[str, Any], kind: str, targeted: bool) -> Figure:
-    x_key, y_key, x_label, y_label, _ = CURVE_AXES[kind]
+    x_label, y_label = CURVE_AXES[kind].x_label, CURVE_AXES[kind].y_label
     models = _ordered_models(record["model"] for record in records)
     rows, columns = _grid_shape(len(models))
     figure = _new_figure(0.4 + 3.0 * columns, 0.9 + 2.5 * rows)
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+
     for ax, model in zip(axes.flat, models):
-        by_attack: dict[str, list[dict[str, Any]]] = {}
-        for record in records:
-            if record["model"] == model:
-                by_attack.setdefault(record["attack"], []).append(record)
-        attacks = sorted(by_attack)
-        # Every cell of one model scores the same clean queries, so one clean curve stands for all.
-        x, y = _mean_curve([record["curves"]["clean"][kind] for record in by_attack[attacks[0]]], x_key, y_key)
-        ax.plot(x, y, color=palette["clean"], linestyle="--", label="clean")
-        for attack in attacks:
-            x, y = _mean_curve([record["curves"]["attacked"][kind] for record in by_attack[attack]], x_key, y_key)
-            ax.plot(x, y, color=palette[attack], label=attack)
+        _draw_model_curves(ax, [record for record in records if record["model"] == model], palette, kind)
         ax.set_title(model)
         ax.set_ylim(0.0, 1.02)
         if kind == "pr":
@@ -333,6 +346,7 @@ def _draw_curves(records: list[dict[str, Any]], palette: dict[str, Any], kind: s
     for ax in axes[:, 0]:
         ax.set_ylabel(f"{y_label} (target label)" if targeted else y_label)
     _hide_unused(axes, len(models), x_label)
+
     handles = [Line2D([], [], color=palette["clean"], linestyle="--", label="clean")]
     attacks = sorted({record["attack"] for record in records})
     handles += [Line2D([], [], color=palette[attack], label=attack) for attack in attacks]
@@ -340,12 +354,28 @@ def _draw_curves(records: list[dict[str, Any]], palette: dict[str, Any], kind: s
     return figure
 
 
+def _draw_model_curves(ax, records: list[dict[str, Any]], palette: dict[str, Any], kind: str) -> None:
+    """Plot the clean curve and every attack's attacked curve of one model's cells."""
+    x_key, y_key = CURVE_AXES[kind].x_key, CURVE_AXES[kind].y_key
+    by_attack: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_attack.setdefault(record["attack"], []).append(record)
+    attacks = sorted(by_attack)
+
+    # Every cell of one model scores the same clean queries, so one clean curve represents all of them.
+    x, y = _mean_curve([record["curves"]["clean"][kind] for record in by_attack[attacks[0]]], x_key, y_key)
+    ax.plot(x, y, color=palette["clean"], linestyle="--", label="clean")
+    for attack in attacks:
+        x, y = _mean_curve([record["curves"]["attacked"][kind] for record in by_attack[attack]], x_key, y_key)
+        ax.plot(x, y, color=palette[attack], label=attack)
+
+
 def _mean_curve(curves: list[dict[str, list[float]]], x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
     """Return the curve averaged over seeds, or the first seed's when their x grids differ."""
     x = np.asarray(curves[0][x_key], dtype=float)
     same_grid = [curve for curve in curves if np.array_equal(np.asarray(curve[x_key], dtype=float), x)]
     if len(same_grid) < len(curves):
-        log.info("curves of %d seeds have different %s grids; drawing the first seed only", len(curves), x_key)
+        log.info("curves of %d seeds have different %s grids, so only the first seed is drawn", len(curves), x_key)
     return x, np.mean([np.asarray(curve[y_key], dtype=float) for curve in same_grid], axis=0)
 
 
@@ -354,12 +384,12 @@ def _robustness(ok: pd.DataFrame, folder: Path) -> list[Path]:
     nontargeted = ok[~ok["targeted"]]
     defended_bases = set(nontargeted.loc[nontargeted["defense"] != "none", "base_model"])
     if not defended_bases:
-        log.info("robustness: no defended model with a non-targeted attack; figure skipped")
+        log.info("skipped the robustness figure because no defended model has a non-targeted attack")
         return []
     paths = []
     for dataset, n_bits, group in _groups(nontargeted[nontargeted["base_model"].isin(defended_bases)]):
         if (group["defense"] == "none").all():
-            log.info("robustness: %s, %d bits has no defended model; figure skipped", dataset, n_bits)
+            log.info("skipped the robustness figure of %s, %d bits because it has no defended model", dataset, n_bits)
             continue
         figure = _draw_robustness(group, _metric_label(False, _topk(group)))
         figure.suptitle(f"{dataset}, {n_bits} bits: {_metric_label(False, _topk(group))} of undefended and "
@@ -373,38 +403,48 @@ def _draw_robustness(group: pd.DataFrame, label: str) -> Figure:
     bases = sorted(group["base_model"].unique())
     defenses = _defense_order(group["defense"])
     colours = _defense_colours(defenses)
-    scores = group.groupby(["attack", "base_model", "defense"])["score"].mean()
-    clean = group.groupby(["base_model", "defense"])["clean_score"].mean()
     bars = len(bases) * len(defenses)
     rows, columns = _grid_shape(len(attacks), max_columns=2 if bars > 8 else 3)
     panel_width = max(2.8, 0.6 + 0.2 * bars)
     figure = _new_figure(0.4 + panel_width * columns, 0.9 + 2.6 * rows)
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
-    width = 0.8 / len(defenses)
+
     for ax, attack in zip(axes.flat, attacks):
-        for index, defense in enumerate(defenses):
-            offset = (index - (len(defenses) - 1) / 2) * width
-            present = [(position, base) for position, base in enumerate(bases) if (attack, base, defense) in scores]
-            if not present:
-                continue
-            xs = np.array([position for position, _ in present]) + offset
-            ax.bar(xs, [scores[(attack, base, defense)] for _, base in present], width,
-                   color=colours[defense], edgecolor="white", linewidth=0.5)
-            ax.hlines([clean[(base, defense)] for _, base in present], xs - width / 2, xs + width / 2,
-                      color=CLEAN_COLOUR, linewidth=1.5)
+        _draw_defense_bars(ax, group[group["attack"] == attack], bases, defenses, colours)
         ax.set_title(f"attack: {attack}")
-        ax.set_xticks(range(len(bases)), bases)
-        ax.set_ylim(0.0, 1.0)
-        ax.grid(axis="x", visible=False)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"{label} under attack")
     for ax in axes[-1]:
         ax.set_xlabel("base model")
     _hide_unused(axes, len(attacks), "base model")
+
     handles = [Patch(color=colours[name], label=f"defense: {name}") for name in defenses]
     handles.append(Line2D([], [], color=CLEAN_COLOUR, linewidth=1.5, label=f"clean {label}"))
     figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
     return figure
+
+
+def _draw_defense_bars(ax, cells: pd.DataFrame, bases: list[str], defenses: list[str],
+                       colours: dict[str, Any]) -> None:
+    """Draw one bar group per base model, one bar per defense, with the clean score as a black line on each bar.
+
+    A defense keeps its slot in every group, so a missing (base model, defense) pair leaves a gap.
+    """
+    scores = cells.groupby(["base_model", "defense"])["score"].mean()
+    clean = cells.groupby(["base_model", "defense"])["clean_score"].mean()
+    width = 0.8 / len(defenses)
+    for index, defense in enumerate(defenses):
+        present = [(position, base) for position, base in enumerate(bases) if (base, defense) in scores]
+        if not present:
+            continue
+        xs = np.array([position for position, _ in present]) + (index - (len(defenses) - 1) / 2) * width
+        ax.bar(xs, [scores[(base, defense)] for _, base in present], width,
+               color=colours[defense], edgecolor="white", linewidth=0.5)
+        ax.hlines([clean[(base, defense)] for _, base in present], xs - width / 2, xs + width / 2,
+                  color=CLEAN_COLOUR, linewidth=1.5)
+    ax.set_xticks(range(len(bases)), bases)
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(axis="x", visible=False)
 
 
 # -- perturbation vs effectiveness --------------------------------------------
@@ -416,14 +456,16 @@ NORM_AXES = (("linf", "mean L∞ perturbation (/255)", 255.0),
 def _perturbation(ok: pd.DataFrame, palette: dict[str, Any], folder: Path) -> list[Path]:
     norms = [axis for axis in NORM_AXES if axis[0] in ok and ok[axis[0]].notna().any()]
     if not norms:
-        log.info("perturbation: no cell records linf or l2; figure skipped")
+        log.info("skipped the perturbation figure because no cell records linf or l2")
         return []
     paths = []
     for dataset, n_bits, group in _groups(ok):
         topk = _topk(group)
         figure = _draw_perturbation(group, norms, palette, topk)
-        figure.suptitle(f"{dataset}, {n_bits} bits: perturbation size against attack effect "
-                        f"({_metric_label(False, topk)}, {_metric_label(True, topk)}; one point per model and attack)")
+        metrics = " and ".join(_metric_label(targeted, topk) for targeted in (False, True)
+                               if (group["targeted"] == targeted).any())
+        figure.suptitle(f"{dataset}, {n_bits} bits: perturbation size against change in {metrics}\n"
+                        "(one point per model and attack)")
         paths += _save(figure, folder, _stem("perturbation", dataset, n_bits))
     return paths
 
@@ -434,7 +476,8 @@ def _draw_perturbation(group: pd.DataFrame, norms: list[tuple[str, str, float]],
     rows = [targeted for targeted in (False, True) if (group["targeted"] == targeted).any()]
     defenses = _defense_order(group["defense"])
     markers = _defense_markers(defenses)
-    figure = _new_figure(0.6 + 3.4 * len(norms), 1.2 + 2.7 * len(rows))
+    legend_height = 0.9 + 0.22 * (group["attack"].nunique() + len(defenses))
+    figure = _new_figure(2.4 + 3.2 * len(norms), max(1.2 + 2.7 * len(rows), legend_height))
     axes = figure.subplots(len(rows), len(norms), squeeze=False, sharex="col")
     for row, targeted in enumerate(rows):
         points = _score_changes(group[group["targeted"] == targeted], targeted)
@@ -444,11 +487,17 @@ def _draw_perturbation(group: pd.DataFrame, norms: list[tuple[str, str, float]],
                                 else f"{_metric_label(False, topk)} drop\n(clean − attacked)")
     for column, (_, label, _) in enumerate(norms):
         axes[-1, column].set_xlabel(label)
-    handles = [Line2D([], [], marker="o", linestyle="", color=palette[attack], label=attack)
-               for attack in sorted(group["attack"].unique())]
-    handles += [Line2D([], [], marker=markers[name], linestyle="", color="dimgray",
-                       label="undefended" if name == "none" else f"defense: {name}") for name in defenses]
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
+    attack_handles = [Line2D([], [], marker="o", linestyle="", color=palette[attack], label=attack)
+                      for attack in sorted(group["attack"].unique())]
+    defense_handles = [Line2D([], [], marker=markers[name], linestyle="", color="dimgray", label=name)
+                       for name in defenses]
+    # Axes legends, unlike figure legends, leave the suptitle's space alone in the constrained layout.
+    top, bottom = axes[0, -1], axes[-1, -1]
+    attack_legend = top.legend(handles=attack_handles, title="attack (colour)", loc="upper left",
+                               bbox_to_anchor=(1.03, 1.0))
+    if bottom is top:
+        top.add_artist(attack_legend)
+    bottom.legend(handles=defense_handles, title="defense (marker)", loc="lower left", bbox_to_anchor=(1.03, 0.0))
     return figure
 
 
@@ -472,7 +521,7 @@ def _scatter(ax, points: pd.DataFrame, norm: str, factor: float, palette: dict[s
 def save_image_grid(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Atomically save the retrieval grid's tensors, with ``meta`` stored as UTF-8 JSON bytes.
 
-    ``tensors`` holds uint8 images "clean_queries" and "adversarial_queries"
+    ``tensors`` contains uint8 images "clean_queries" and "adversarial_queries"
     (queries, C, H, W), uint8 "clean_retrievals" and "adversarial_retrievals"
     (queries, k, C, H, W), bool "clean_relevant" and "adversarial_relevant"
     (queries, k) and int64 "query_index" (queries,). ``meta`` names the
@@ -487,7 +536,7 @@ def load_image_grid(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     tensors = store.load_tensors(path)
     missing = [name for name in GRID_TENSORS if name not in tensors]
     if missing:
-        log.warning("%s lacks %s; it is ignored and rebuilt when the cache allows", path, ", ".join(missing))
+        log.warning("%s is missing %s, so it is ignored and rebuilt when the cache allows", path, ", ".join(missing))
         return None
     meta = json.loads(bytes(tensors.pop("meta").tolist()).decode("utf-8"))
     return tensors, meta
@@ -504,15 +553,21 @@ def _image_grid(run_dir: Path, records: list[dict[str, Any]], folder: Path, root
             save_image_grid(path, *built)
             grid = built
     if grid is None:
-        reason = "no non-targeted cell of an undefended model" if choice is None else \
-            "no results root given" if root is None else "the results cache lacks its codes or images"
-        log.warning("image_grid skipped: %s has no %s and %s; pass the results root that ran the matrix "
-                    "(bench plot --results-root)", folder, GRID_FILE, reason)
+        log.warning("skipped the image_grid figure because %s has no %s and %s", folder, GRID_FILE,
+                    _grid_skip_reason(choice, root))
         return []
     if choice is not None and grid[1].get("key") != choice.get("key"):
         log.info("image_grid: drawing the stored grid of %s x %s, not the current cell %s x %s",
                  grid[1].get("model"), grid[1].get("attack"), choice["model"], choice["attack"])
     return _draw_image_grid(*grid, folder)
+
+
+def _grid_skip_reason(choice: dict[str, Any] | None, root: ResultsRoot | None) -> str:
+    if choice is None:
+        return "the run has no non-targeted cell of an undefended model"
+    if root is None:
+        return "no results root was given (pass the one that ran the matrix: bench plot --results-root)"
+    return "the results cache cannot provide it (see the warning above)"
 
 
 def _grid_choice(records: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -552,19 +607,24 @@ def _build_grid(run_dir: Path, root: ResultsRoot, record: dict[str, Any]
     checkpoint = root.checkpoint(str(record.get("checkpoint")))
     missing = [str(path) for path in (adversarial_path, checkpoint) if not path.is_file()]
     if missing:
-        log.warning("image_grid: cache files not found: %s", ", ".join(missing))
+        log.warning("image_grid cache files not found: %s", ", ".join(missing))
         return None
     try:
         adversarial = store.load_tensors(adversarial_path)
-        # NOTE: a --data-root given on the command line is not recorded; only matrix.toml's data_root is used.
+        # NOTE: the run folder does not record a --data-root given on the command line, so only
+        # matrix.toml's data_root is used here.
         spec = steps.data_spec_from_checkpoint(read_checkpoint_config(checkpoint), _run_data_root(run_dir))
         data = steps.load_data(spec, root)
         codes = steps.encode_step(root, data, checkpoint)
     except (CheckpointError, ConfigError, DataError, OSError) as error:
-        log.warning("image_grid: cannot load the data of cell %s x %s: %s", record["model"], record["attack"], error)
+        log.warning("image_grid failed to load the data of cell %s x %s: %s", record["model"], record["attack"], error)
         return None
 
     count = min(GRID_QUERIES, len(adversarial["images"]))
+    if count == 0:
+        log.warning("image_grid: the adversarial artefact of cell %s x %s contains no images",
+                    record["model"], record["attack"])
+        return None
     query_index = adversarial["query_index"][:count]
     query_labels = data.query.labels[query_index]
     tensors: dict[str, torch.Tensor] = {"query_index": query_index,
@@ -572,8 +632,8 @@ def _build_grid(run_dir: Path, root: ResultsRoot, record: dict[str, Any]
                                         "adversarial_queries": _thumbnails(adversarial["images"][:count])}
     for part, query_codes in (("clean", codes["query"][query_index]), ("adversarial", adversarial["codes"][:count])):
         ranked = rank_database(query_codes=query_codes, database_codes=codes["database"], topk=GRID_TOPK)
-        images = data.database.images(ranked.reshape(-1))
-        tensors[f"{part}_retrievals"] = _thumbnails(images).reshape(count, ranked.shape[1], *images.shape[1:])
+        thumbnails = _thumbnails(data.database.images(ranked.reshape(-1)))
+        tensors[f"{part}_retrievals"] = thumbnails.reshape(count, ranked.shape[1], *thumbnails.shape[1:])
         # Relevant means sharing at least one label, as in bench.metrics.
         shared = torch.einsum("qkc,qc->qk", data.database.labels[ranked], query_labels)
         tensors[f"{part}_relevant"] = shared > 0
@@ -594,7 +654,7 @@ def _thumbnails(images: torch.Tensor) -> torch.Tensor:
 
 
 def _draw_image_grid(tensors: dict[str, torch.Tensor], meta: dict[str, Any], folder: Path) -> list[Path]:
-    """Draw all images as one mosaic on a single Axes, which renders far faster than an Axes per image."""
+    """Draw all images as one mosaic on a single Axes, because one Axes per image makes the constrained layout slow."""
     count, topk = tensors["clean_relevant"].shape
     height, width = tensors["clean_queries"].shape[-2:]
     pad = max(2, round(height / 6))
@@ -616,7 +676,7 @@ def _draw_image_grid(tensors: dict[str, torch.Tensor], meta: dict[str, Any], fol
             row_labels.append(f"query {int(tensors['query_index'][query])}, {part}\n"
                               f"{int(relevant.sum())}/{topk} relevant")
 
-    # One image is about 0.55 inch wide in the saved figure.
+    # One image plus its padding is 0.55 inch wide in the saved figure.
     scale = 0.55 / (width + pad)
     figure = _new_figure(2.6 + layout.total_width * scale, 1.3 + layout.total_height * scale)
     ax = figure.add_subplot()
@@ -633,8 +693,8 @@ def _draw_image_grid(tensors: dict[str, torch.Tensor], meta: dict[str, Any], fol
         spine.set_visible(False)
     ax.grid(False)
     figure.suptitle(f"{meta.get('dataset')}, {meta.get('n_bits')} bits, {meta.get('model')}: top-{topk} retrievals "
-                    f"(Hamming ranking) of clean and {meta.get('attack')} adversarial queries\n"
-                    "green frame: shares a label with the query; red frame: shares none")
+                    f"(Hamming ranking)\nof clean and {meta.get('attack')} adversarial queries; "
+                    "green frame: shares a label with the query, red: shares none")
     return _save(figure, folder, "image_grid")
 
 

@@ -15,6 +15,7 @@ checkpoint after every epoch. Nothing here touches files.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -178,7 +179,7 @@ class Defense:
             "epoch": epoch,
             "model": {key: value.detach().clone() for key, value in model.state_dict().items()},
             "model_training_state": model.training_state(),
-            "defense": self._state(),
+            "defense": copy.deepcopy(self._state()),
             "generator": generator.get_state(),
         }
 

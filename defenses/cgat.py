@@ -20,6 +20,7 @@ from torch import Tensor
 from attacks import center_codes
 from defenses._base import DEFENSES
 from defenses.saat import SAAT
+from models.errors import ConfigError
 
 
 @DEFENSES.register("cgat")
@@ -31,12 +32,13 @@ class CgAT(SAAT):
     default_lr = 0.01
 
     def __init__(self, *, weight_decay: float = 5e-4, momentum: float = 0.9, **kwargs: Any) -> None:
-        kwargs.pop("mu", None)
-        kwargs.pop("lambda_", None)
+        fixed = sorted(set(kwargs) & {"mu", "lambda_"})
+        if fixed:
+            raise ConfigError(f"CgAT has no {', '.join(fixed)} setting: its loss is L_hash - mean(h_adv * c)")
         super().__init__(lambda_=1.0, mu=0.0, weight_decay=weight_decay, momentum=momentum, **kwargs)
 
     def method_config(self) -> dict[str, Any]:
-        return {"bank": self.bank_mode, "weight_decay": self.weight_decay, "momentum": self.momentum}
+        return {"lambda": 1.0, "mu": 0.0, "bank": self.bank_mode, "weight_decay": self.weight_decay, "momentum": self.momentum}
 
     def guide_codes(self, labels: Tensor) -> Tensor:
         return center_codes(labels, self.code_bank(), self.labels, zero_bits="keep")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import MODELS, HashingModel
@@ -32,8 +31,10 @@ class CSQLoss(nn.Module):
 
     def forward(self, outputs: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
         targets = (self.sample_centres(labels.to(outputs.dtype)) + 1) / 2
+        # Written out rather than F.binary_cross_entropy, which raises on NaN
+        # inputs; a NaN must reach the training loop's divergence check.
         probabilities = ((outputs + 1) / 2).clamp(1e-7, 1 - 1e-7)
-        centre_loss = F.binary_cross_entropy(probabilities, targets)
+        centre_loss = -(targets * probabilities.log() + (1 - targets) * (1 - probabilities).log()).mean()
         quantisation = ((outputs.abs() - 1) ** 2).mean()
         return centre_loss + self.lambda_q * quantisation
 

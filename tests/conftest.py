@@ -6,6 +6,7 @@ its own fixtures under other names; these are the defaults for new tests.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,13 +24,28 @@ IMAGE_SIZE = 16
 ModelFactory = Callable[..., HashingModel]
 
 
-@pytest.fixture(autouse=True, scope="session")
-def single_thread() -> Iterator[None]:
-    """Run every test on one torch thread, so parallel test runs do not oversubscribe the CPU."""
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the body on one torch thread and restore the previous thread count afterwards."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Run each test body on one torch thread, so tests do not oversubscribe a small CPU.
+
+    The count is restored after every test, because thread counts change
+    float results and end-to-end tests compare in-process runs with
+    subprocess runs. Session and module fixtures are set up before this
+    fixture, so one that wants a single thread uses ``one_torch_thread``.
+    """
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -100,5 +116,6 @@ def trained_victim(make_model: ModelFactory, toy_image_set: TensorImageSet) -> H
     before changing its mode, flags or weights.
     """
     model = make_model("dph")
-    train_model(model, toy_image_set, TrainConfig(epochs=2, batch_size=16))
+    with one_torch_thread():
+        train_model(model, toy_image_set, TrainConfig(epochs=2, batch_size=16))
     return model.eval()

@@ -27,6 +27,13 @@ CHUNK_ELEMENTS = 2**26
 # stays in cache between the steps of ``rank_chunk``.
 CPU_CHUNK_ELEMENTS = 2**21
 
+# Elements of one (queries x database block) product in the top-k path. At
+# 2**18 float32 values (1 MiB), a block stays in a core's L2 cache.
+_BLOCK_ELEMENTS = 2**18
+
+# Largest sort key of the top-k path that is stored as int32.
+_INT32_KEY_LIMIT = 2**31 - 1
+
 # Database items that the cut-off estimate samples (see ``_estimate_cutoffs``).
 # More samples make a wrong estimate rarer and the estimate itself slower.
 # A wrong estimate costs time, never exactness.
@@ -105,24 +112,11 @@ def rank_database(
     k = resolve_topk(topk, n_database)
     step = resolve_chunk_size(chunk_size, n_database, device=query_codes.device)
 
-    database = database_codes.to(torch.float32)
+    ranker = HammingRanker(database_codes)
     ranked = []
     for start in range(0, query_codes.shape[0], step):
-        chunk = query_codes[start : start + step].to(torch.float32)
-        ranked.append(rank_chunk(chunk, database, k))
+        ranked.append(ranker.rank(query_codes[start : start + step], k))
     return torch.cat(ranked)
-
-
-def rank_chunk(query_chunk: Tensor, database: Tensor, k: int) -> Tensor:
-    """Return the (queries, k) int64 ranking of validated float32 codes.
-
-    ``k`` must lie in [1, database size]. The caller validates and chunks.
-    """
-    n_bits = query_chunk.shape[1]
-    inner = query_chunk @ database.T
-    if k == database.shape[0]:
-        return _full_ranking(inner, n_bits)
-    return _top_k_ranking(query_chunk, database, inner, k)
 
 
 def distances_from_inner(inner: Tensor, n_bits: int) -> Tensor:
@@ -131,58 +125,131 @@ def distances_from_inner(inner: Tensor, n_bits: int) -> Tensor:
     return ((n_bits - inner) * 0.5).to(torch.int64)
 
 
-def _full_ranking(inner: Tensor, n_bits: int) -> Tensor:
-    distances = distances_from_inner(inner, n_bits)
-    return torch.sort(distances, dim=1, stable=True).indices
+class HammingRanker:
+    """Ranks one validated database for chunks of queries.
 
-
-def _top_k_ranking(query_chunk: Tensor, database: Tensor, inner: Tensor, k: int) -> Tensor:
-    """Return the first k ranked indices per row without sorting whole rows.
-
-    Distances are integers in [0, K], so the k-th ranked item of a row lies at
-    some cut-off distance d*, and the top k are all items with d < d* plus the
-    first items at d == d* in index order. The steps:
-
-    1. Estimate a cut-off t per row from a sample of database columns.
-    2. Collect the candidates, all items with d <= t, in (row, index) order.
-       A row with fewer than k candidates had t < d*. Such rows are redone
-       with the exact d* from a full histogram of their distances.
-    3. Sort the candidates by (row, distance, index) with one flat sort and
-       keep the first k of each row.
+    Keeps the float32 database and the sample that the cut-off estimate
+    ranks, so that successive chunks reuse them.
     """
-    n_bits = query_chunk.shape[1]
-    cutoffs = _estimate_cutoffs(query_chunk, database, inner, k)
-    ranked, done = _select_top_k(inner, n_bits, k, cutoffs)
-    if bool(done.all()):
-        return ranked
 
-    ranking = torch.empty(inner.shape[0], k, dtype=torch.int64, device=inner.device)
-    ranking[done] = ranked
-    redo = ~done
-    redo_inner = inner[redo]
-    exact = _exact_cutoffs(redo_inner, n_bits, k)
-    ranking[redo], _ = _select_top_k(redo_inner, n_bits, k, exact)
-    return ranking
+    def __init__(self, database_codes: Tensor) -> None:
+        self.database = database_codes.to(torch.float32)
+        self.n_database, self.n_bits = self.database.shape
+        self.stride = max(1, self.n_database // _SAMPLED_COLUMNS)
+        self.sample = self.database[:: self.stride].contiguous()
 
+    def rank(self, query_chunk: Tensor, k: int) -> Tensor:
+        """Return the (queries, k) int64 ranking of a chunk of validated codes.
 
-def _estimate_cutoffs(query_chunk: Tensor, database: Tensor, inner: Tensor, k: int) -> Tensor:
-    """Estimate, per row, a distance t that has at least k items with d <= t.
+        ``k`` must lie in [1, database size].
+        """
+        query_chunk = query_chunk.to(torch.float32)
+        if k == self.n_database:
+            distances = distances_from_inner(query_chunk @ self.database.T, self.n_bits)
+            return torch.sort(distances, dim=1, stable=True).indices
+        return self._top_k(query_chunk, k)
 
-    Ranks every s-th database item, scales the sample's cumulative histogram
-    by s and returns the smallest distance whose scaled count reaches k. An
-    estimate that is too low only sends its row to the exact fallback.
-    """
-    n_bits = query_chunk.shape[1]
-    stride = max(1, database.shape[0] // _SAMPLED_COLUMNS)
-    if stride == 1:
-        sample = distances_from_inner(inner, n_bits)
-    else:
-        # A separate small product reads far less memory than a strided
-        # slice of ``inner``, which touches most of its cache lines.
-        sample = distances_from_inner(query_chunk @ database[::stride].T, n_bits)
-    counts = _row_histograms(sample, n_bits)
-    scaled = counts.cumsum(dim=1) * stride
-    return (scaled < k).sum(dim=1).clamp_(max=n_bits)
+    def _top_k(self, query_chunk: Tensor, k: int) -> Tensor:
+        # Rows per flat sort so that the sort keys fit in int32, which sorts
+        # about twice as fast as int64 on the CPU (measured with torch 2.14).
+        row_span = (2 * self.n_bits + 1) * self.n_database
+        rows_per_sort = max(1, _INT32_KEY_LIMIT // row_span)
+        if query_chunk.shape[0] <= rows_per_sort:
+            return self._top_k_rows(query_chunk, k)
+        parts = [self._top_k_rows(rows, k) for rows in query_chunk.split(rows_per_sort)]
+        return torch.cat(parts)
+
+    def _top_k_rows(self, query_chunk: Tensor, k: int) -> Tensor:
+        """Return the first k ranked indices per row without sorting whole rows.
+
+        Distances are integers in [0, K], so the k-th ranked item of a row lies
+        at some cut-off distance d*, and the top k are all items with d < d*
+        plus the first items at d == d* in index order. The steps:
+
+        1. Estimate a cut-off t per row from a sample of the database.
+        2. Collect the candidates, all items with d <= t. A row with fewer
+           than k candidates had t < d*. Such rows are redone with the exact
+           d* from a full histogram of their distances.
+        3. Sort the candidates by (row, distance, index) with one flat sort
+           and keep the first k of each row.
+        """
+        cutoffs = self._estimate_cutoffs(query_chunk, k)
+        ranked, done = self._select(query_chunk, k, cutoffs)
+        if bool(done.all()):
+            return ranked
+
+        ranking = torch.empty(query_chunk.shape[0], k, dtype=torch.int64, device=query_chunk.device)
+        ranking[done] = ranked
+        redo = ~done
+        redo_queries = query_chunk[redo]
+        exact = _exact_cutoffs(redo_queries @ self.database.T, self.n_bits, k)
+        ranking[redo], _ = self._select(redo_queries, k, exact)
+        return ranking
+
+    def _estimate_cutoffs(self, query_chunk: Tensor, k: int) -> Tensor:
+        """Estimate, per row, a distance t that has at least k items with d <= t.
+
+        Ranks every s-th database item, scales the sample's cumulative
+        histogram by s and returns the smallest distance whose scaled count
+        reaches k. An estimate that is too low only sends its row to the
+        exact fallback.
+        """
+        sample_inner = query_chunk @ self.sample.T
+        counts = _row_histograms(distances_from_inner(sample_inner, self.n_bits), self.n_bits)
+        scaled = counts.cumsum(dim=1) * self.stride
+        return (scaled < k).sum(dim=1).clamp_(max=self.n_bits)
+
+    def _select(self, query_chunk: Tensor, k: int, cutoffs: Tensor) -> tuple[Tensor, Tensor]:
+        """Rank the rows that have at least k items with d <= cutoff.
+
+        Returns the (m, k) ranking of those rows and a bool mask over all rows
+        that marks them. Exact cut-offs (t >= d*) make every row qualify.
+        """
+        n_rows = query_chunk.shape[0]
+        n_database = self.n_database
+        rows, columns, products = self._candidates(query_chunk, cutoffs)
+        per_row = torch.bincount(rows, minlength=n_rows)
+        done = per_row >= k
+        all_done = bool(done.all())
+
+        # Sort key row * S + index + (K - inner) * N. Within a row, a larger
+        # inner product (smaller distance) gives a smaller key, and the index
+        # breaks ties. K - inner lies in [0, 2K], so S = (2K + 1) * N keeps the
+        # rows apart, and key mod N recovers the index. ``_candidates`` has
+        # already added K * N to the indices.
+        row_span = (2 * self.n_bits + 1) * n_database
+        keys = torch.add(columns, rows, alpha=row_span)
+        keys.sub_(products.to(torch.int64), alpha=n_database)
+        if n_rows * row_span <= _INT32_KEY_LIMIT:
+            keys = keys.to(torch.int32)
+        keys = torch.sort(keys).values
+
+        starts = torch.cumsum(per_row, dim=0) - per_row
+        if not all_done:
+            starts = starts[done]
+        first_k = starts.unsqueeze(1) + torch.arange(k, device=keys.device)
+        ranked = keys.take(first_k).remainder_(n_database).to(torch.int64)
+        return ranked, done
+
+    def _candidates(self, query_chunk: Tensor, cutoffs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return row, database index + K * N and inner product of every item with d <= cutoff.
+
+        Works through the database in column blocks small enough to stay in
+        cache from the product to the comparison and the extraction.
+        """
+        n_rows = query_chunk.shape[0]
+        min_inner = (self.n_bits - 2 * cutoffs).to(torch.float32).unsqueeze(1)
+        block = max(1, _BLOCK_ELEMENTS // n_rows)
+        index_offset = self.n_bits * self.n_database
+        rows, columns, products = [], [], []
+        for start in range(0, self.n_database, block):
+            inner = query_chunk @ self.database[start : start + block].T
+            block_rows, block_columns = torch.nonzero(inner >= min_inner, as_tuple=True)
+            flat = torch.add(block_columns, block_rows, alpha=inner.shape[1])
+            products.append(inner.view(-1).take(flat))
+            rows.append(block_rows)
+            columns.append(block_columns.add_(start + index_offset))
+        return torch.cat(rows), torch.cat(columns), torch.cat(products)
 
 
 def _exact_cutoffs(inner: Tensor, n_bits: int, k: int) -> Tensor:
@@ -198,32 +265,3 @@ def _row_histograms(distances: Tensor, n_bits: int) -> Tensor:
     offsets = torch.arange(n_rows, device=distances.device).unsqueeze(1) * n_levels
     flat = (distances + offsets).reshape(-1)
     return torch.bincount(flat, minlength=n_rows * n_levels).view(n_rows, n_levels)
-
-
-def _select_top_k(inner: Tensor, n_bits: int, k: int, cutoffs: Tensor) -> tuple[Tensor, Tensor]:
-    """Rank the rows that have at least k items with d <= cutoff.
-
-    Returns the (m, k) ranking of those rows and a bool mask over all rows
-    that marks them. Exact cut-offs (t >= d*) make every row qualify.
-    """
-    n_rows, n_database = inner.shape
-
-    # Candidates: all items with d <= cutoff, listed in (row, index) order.
-    min_inner = (n_bits - 2 * cutoffs).to(inner.dtype).unsqueeze(1)
-    rows, columns = torch.nonzero(inner >= min_inner, as_tuple=True)
-    per_row = torch.bincount(rows, minlength=n_rows)
-    done = per_row >= k
-
-    # Sort key row * S + index - inner * N. Within a row, a larger inner
-    # product (smaller distance) gives a smaller key, and the index breaks
-    # ties. Inner products are integers in [-K, K], so S = (2K + 1) * N keeps
-    # the rows apart, and key mod N recovers the index.
-    products = inner.view(-1).take(torch.add(columns, rows, alpha=n_database)).to(torch.int64)
-    keys = torch.add(columns, rows, alpha=(2 * n_bits + 1) * n_database)
-    keys.sub_(products, alpha=n_database)
-    keys = torch.sort(keys).values
-
-    starts = torch.cumsum(per_row, dim=0) - per_row
-    first_k = starts[done].unsqueeze(1) + torch.arange(k, device=inner.device)
-    ranked = keys.take(first_k).remainder_(n_database)
-    return ranked, done

@@ -21,12 +21,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from bench.metrics.ranking import (
-    check_code_pair,
-    rank_chunk,
-    resolve_chunk_size,
-    resolve_topk,
-)
+from bench.metrics.ranking import HammingRanker, check_code_pair, resolve_chunk_size, resolve_topk
 from models.errors import ConfigError, DataError
 
 # Class bits packed into each int64 word of a packed label row. 63 keeps the
@@ -105,13 +100,13 @@ def average_precisions(
     k = resolve_topk(topk, n_database)
     step = resolve_chunk_size(chunk_size, n_database, device=query_codes.device)
 
-    database = database_codes.to(torch.float32)
+    ranker = HammingRanker(database_codes)
     ap_parts = []
     hit_parts = []
     for start in range(0, query_codes.shape[0], step):
         stop = start + step
-        ranking = rank_chunk(query_codes[start:stop].to(torch.float32), database, k)
-        relevant = _relevance(query_bits[start:stop], database_bits, ranking)
+        ranking = ranker.rank(query_codes[start:stop], k)
+        relevant = _relevance(query_bits[:, start:stop], database_bits, ranking)
         ap, hits = _average_precision_of_rows(relevant)
         ap_parts.append(ap.cpu())
         hit_parts.append(hits.cpu())
@@ -179,14 +174,14 @@ def precision_recall_curve(
     n_database = database_codes.shape[0]
     step = resolve_chunk_size(chunk_size, n_database, device=query_codes.device)
 
-    database = database_codes.to(torch.float32)
+    ranker = HammingRanker(database_codes)
     device_levels = levels.to(query_codes.device)
     precision_parts = []
     used_parts = []
     for start in range(0, query_codes.shape[0], step):
         stop = start + step
-        ranking = rank_chunk(query_codes[start:stop].to(torch.float32), database, n_database)
-        relevant = _relevance(query_bits[start:stop], database_bits, ranking)
+        ranking = ranker.rank(query_codes[start:stop], n_database)
+        relevant = _relevance(query_bits[:, start:stop], database_bits, ranking)
         precision, used = _precision_at_recall_levels(relevant, device_levels)
         precision_parts.append(precision.cpu())
         used_parts.append(used.cpu())
@@ -222,14 +217,14 @@ def precision_at_n_curve(
     grid = _check_n_values(n_values).clamp(max=n_database)
     step = resolve_chunk_size(chunk_size, n_database, device=query_codes.device)
 
-    database = database_codes.to(torch.float32)
+    ranker = HammingRanker(database_codes)
     k = int(grid.max())
     columns = (grid - 1).to(query_codes.device)
     hit_parts = []
     for start in range(0, query_codes.shape[0], step):
         stop = start + step
-        ranking = rank_chunk(query_codes[start:stop].to(torch.float32), database, k)
-        relevant = _relevance(query_bits[start:stop], database_bits, ranking)
+        ranking = ranker.rank(query_codes[start:stop], k)
+        relevant = _relevance(query_bits[:, start:stop], database_bits, ranking)
         hit_parts.append(relevant.cumsum(dim=1)[:, columns].cpu())
 
     hits = torch.cat(hit_parts).to(torch.float64)
@@ -309,24 +304,28 @@ def _check_labels(labels: Tensor, *, name: str, codes: Tensor, codes_name: str) 
 
 
 def _pack_labels(labels: Tensor) -> Tensor:
-    """Pack 0/1 label rows into int64 words, 63 classes per word.
+    """Pack 0/1 label rows into a (words, items) int64 tensor, 63 classes per word.
 
-    Two rows share a label exactly when some word pair has a common set bit.
+    Two items share a label exactly when, for some word, their entries have a
+    common set bit. Words come first so that each word's row is contiguous.
     """
     n_items, n_classes = labels.shape
     n_words = max(1, -(-n_classes // _BITS_PER_WORD))
     padded = torch.zeros(n_items, n_words * _BITS_PER_WORD, dtype=torch.int64, device=labels.device)
     padded[:, :n_classes] = labels.to(torch.int64)
     powers = torch.pow(2, torch.arange(_BITS_PER_WORD, dtype=torch.int64, device=labels.device))
-    return (padded.view(n_items, n_words, _BITS_PER_WORD) * powers).sum(dim=2)
+    packed = (padded.view(n_items, n_words, _BITS_PER_WORD) * powers).sum(dim=2)
+    return packed.T.contiguous()
 
 
 def _relevance(query_bits: Tensor, database_bits: Tensor, ranking: Tensor) -> Tensor:
-    """Return the (rows, k) bool relevance of the ranked database items."""
-    relevant = torch.zeros(ranking.shape, dtype=torch.bool, device=ranking.device)
-    for word in range(query_bits.shape[1]):
-        ranked_bits = database_bits[:, word][ranking]
-        relevant |= (ranked_bits & query_bits[:, word : word + 1]) != 0
+    """Return the (rows, k) bool relevance of the ranked database items.
+
+    ``query_bits`` is the (words, rows) slice for the ranked queries.
+    """
+    relevant = (database_bits[0][ranking] & query_bits[0].unsqueeze(1)) != 0
+    for word in range(1, query_bits.shape[0]):
+        relevant |= (database_bits[word][ranking] & query_bits[word].unsqueeze(1)) != 0
     return relevant
 
 

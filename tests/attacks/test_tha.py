@@ -46,7 +46,10 @@ def test_tha_registered_as_targeted() -> None:
     attack = ATTACKS.create("tha")
     assert isinstance(attack, THA)
     caps = attack.capabilities
-    assert caps.targeted and caps.needs_train_codes and caps.needs_database_codes and caps.bounded
+    assert caps.targeted
+    assert caps.needs_train_codes
+    assert caps.needs_database_codes
+    assert caps.bounded
     assert (attack.steps, attack.random_start, attack.eps, attack.alpha) == (100, False, EPS, 1 / 255)
     assert attack.scale_schedule == "saat"
     assert attack.prototype_steps == 30_000
@@ -60,7 +63,8 @@ def test_tha_output_within_budget() -> None:
 
     assert output.images.shape == images.shape
     assert torch.isfinite(output.images).all()
-    assert output.images.min() >= 0 and output.images.max() <= 1
+    assert output.images.min() >= 0
+    assert output.images.max() <= 1
     assert (output.images - images).abs().max() <= EPS + 1e-6
     assert not torch.equal(output.images, images)
     assert torch.equal(output.theory_codes, attack.target_codes(targets))
@@ -126,5 +130,6 @@ def test_tha_fit_config_lists_training_settings() -> None:
     assert config["seed"] == 4
     assert (config["hidden_size"], config["feature_size"]) == (32, 16)
     assert (config["prototype_steps"], config["prototype_batch_size"]) == (30, 16)
-    assert config["softplus"] is False and config["triu_parity"] is True
+    assert config["softplus"] is False
+    assert config["triu_parity"] is True
     assert "steps" not in config  # attack-time settings do not invalidate a cached PrototypeNet

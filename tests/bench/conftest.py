@@ -24,6 +24,11 @@ requires_fashion_mnist = pytest.mark.skipif(
 )
 
 
+# Float reductions depend on the thread count, so every end-to-end run pins it
+# to compare numbers across processes and executors.
+E2E_THREADS = 2
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> tuple[ResultsRoot, dict]:
     """Run the built-in quick matrix once; return its results root and summary."""
@@ -33,7 +38,7 @@ def quick_run(tmp_path_factory) -> tuple[ResultsRoot, dict]:
     if not fashion_mnist_available():
         pytest.skip("Fashion-MNIST IDX files not found: apt-get install dataset-fashion-mnist")
     root = ResultsRoot.at(tmp_path_factory.mktemp("quick-local"))
-    summary = run_matrix(load_matrix("quick"), root, quiet=True)
+    summary = run_matrix(load_matrix("quick"), root, quiet=True, threads=E2E_THREADS)
     return root, summary
 
 

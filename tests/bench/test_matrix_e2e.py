@@ -16,7 +16,7 @@ import pytest
 from bench.cache import ResultsRoot
 from bench.matrix.config import load_matrix, parse_matrix
 from bench.matrix.run import run_matrix
-from tests.bench.conftest import read_csvs, requires_fashion_mnist
+from tests.bench.conftest import E2E_THREADS, read_csvs, requires_fashion_mnist
 
 pytestmark = [pytest.mark.slow, requires_fashion_mnist]
 
@@ -89,7 +89,7 @@ def test_changed_steps_recompute_one_attack(quick_run, tmp_path):
     raw = {"name": "quick", "profile": "quick", "models": ["dph"], "bits": [16], "device": "cpu",
            "attacks": ["all"], "defenses": {"every_model": ["saat"]},
            "overrides": {"attacks": {"mainstay": {"steps": 12}}}}
-    summary = run_matrix(parse_matrix(raw), root, quiet=True, render=False)
+    summary = run_matrix(parse_matrix(raw), root, quiet=True, render=False, threads=E2E_THREADS)
     assert summary["ok"] == 2, summary
     assert summary["cached"] == summary["nodes"] - 2
     log = (root.run("quick") / "run.log").read_text()
@@ -101,7 +101,8 @@ def test_changed_steps_recompute_one_attack(quick_run, tmp_path):
 def test_killed_run_resumes_to_same_csvs(quick_run, tmp_path):
     reference_root, _ = quick_run
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "bench.cli", "run", "--matrix", "quick", "--results-root", str(results), "--quiet"]
+    command = [sys.executable, "-m", "bench.cli", "run", "--matrix", "quick", "--results-root", str(results), "--quiet",
+               "--threads", str(E2E_THREADS)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = results / "quick" / "records"
     deadline = time.monotonic() + 600

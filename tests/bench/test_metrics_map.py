@@ -245,6 +245,19 @@ def test_ranking_exact_when_cutoff_estimate_is_wrong(monkeypatch):
     assert exact_calls, "the test should exercise the exact fallback"
 
 
+@pytest.mark.parametrize("key_limit", [1, 3000, 9000])
+def test_ranking_exact_with_int64_keys_and_row_groups(monkeypatch, key_limit):
+    # With 8 bits and 300 items a row spans 17 * 300 = 5100 key values. A
+    # limit of 1 forces int64 keys one row at a time, 3000 forces int64 keys
+    # (no row fits), and 9000 forces int32 keys one row per sort.
+    monkeypatch.setattr(ranking_module, "_INT32_KEY_LIMIT", key_limit)
+    query_codes, database_codes, _, _ = random_case(9, 10, 300, 8, 2, False)
+    ranking = rank_database(query_codes=query_codes, database_codes=database_codes, topk=45)
+    for i in range(len(query_codes)):
+        expected = reference.ranking_row(query_codes[i].numpy(), database_codes.numpy())[:45]
+        np.testing.assert_array_equal(ranking[i].numpy(), expected)
+
+
 def test_integer_codes_and_bool_labels_accepted():
     inputs = hand_inputs()
     inputs["query_codes"] = inputs["query_codes"].to(torch.int8)

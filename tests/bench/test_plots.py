@@ -22,6 +22,8 @@ from bench.leaderboard import load_records
 from bench.plots import (
     CLEAN_COLOUR,
     GRID_FILE,
+    GRID_MAX_SIDE,
+    _thumbnails,
     attack_palette,
     load_image_grid,
     render_figures,
@@ -41,6 +43,8 @@ SCORES = {  # (model, attack): (targeted, attacked score, clean score)
     ("dph+saat", "mainstay"): (False, 0.45, 0.75),
     ("dph+saat", "dhta"): (True, 0.20, 0.04),
 }
+# A smaller run for the tests that only need one cell or the image grid, because rendering dominates test time.
+GRID_SCORES = {key: SCORES[key] for key in (("dph", "hag"), ("dph", "mainstay"), ("dph+saat", "mainstay"))}
 STEMS = {
     "heatmap": [f"heatmap_{DATASET}_{BITS}bits"],
     "pr_curves": [f"pr_curves_{DATASET}_{BITS}bits_nontargeted", f"pr_curves_{DATASET}_{BITS}bits_targeted"],
@@ -134,7 +138,7 @@ class RecordingHandler(logging.Handler):
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> tuple[Path, dict[str, list[Path]], list[logging.LogRecord]]:
-    """Render the full synthetic run once for the module; caplog cannot serve a module fixture."""
+    """Render the full synthetic run once for the module, logging into a handler because caplog is per test."""
     run_dir = write_run(tmp_path_factory.mktemp("results") / "default")
     handler = RecordingHandler()
     logger = logging.getLogger("bench.plots")
@@ -175,7 +179,7 @@ def test_image_grid_skipped_without_cache(rendered):
     assert "image_grid" not in written
     assert not (run_dir / "figures" / "image_grid.png").exists()
     warnings = [record.getMessage() for record in messages if record.levelno == logging.WARNING]
-    assert any("image_grid skipped" in message for message in warnings), warnings
+    assert any("skipped the image_grid figure" in message for message in warnings), warnings
 
 
 def test_score_table_ignores_error_records(rendered):
@@ -215,8 +219,8 @@ def test_render_skips_figures_without_data(tmp_path, caplog):
     assert [path.name for path in written["pr_curves"]] == [
         f"pr_curves_{DATASET}_{BITS}bits_nontargeted.png", f"pr_curves_{DATASET}_{BITS}bits_nontargeted.pdf"]
     assert not list((run_dir / "figures").glob("robustness*"))
-    assert "robustness: no defended model" in caplog.text
-    assert "no targeted cell with curves" in caplog.text
+    assert "skipped the robustness figure" in caplog.text
+    assert "no targeted cell has curves" in caplog.text
 
 
 def test_render_without_ok_cells(tmp_path, caplog):
@@ -224,7 +228,7 @@ def test_render_without_ok_cells(tmp_path, caplog):
     store.write_json(run_dir / "records" / "dph__tha.json", error_record("dph", "tha"))
     with caplog.at_level(logging.WARNING, logger="bench.plots"):
         assert render_figures(run_dir) == {}
-    assert "no cell with status 'ok'" in caplog.text
+    assert "has no cell with status 'ok'" in caplog.text
 
 
 def test_render_rejects_folder_without_records(tmp_path):
@@ -233,7 +237,7 @@ def test_render_rejects_folder_without_records(tmp_path):
 
 
 def test_render_twice_same_pdf(tmp_path):
-    run_dir = write_run(tmp_path / "run", {key: value for key, value in SCORES.items() if not value[0]})
+    run_dir = write_run(tmp_path / "run", {("dph", "hag"): SCORES[("dph", "hag")]})
     first = render_figures(run_dir)["heatmap"]
     pdf = next(path for path in first if path.suffix == ".pdf")
     before = pdf.read_bytes()
@@ -242,7 +246,7 @@ def test_render_twice_same_pdf(tmp_path):
 
 
 def test_image_grid_renders_from_saved_file(tmp_path):
-    run_dir = write_run(tmp_path / "run")
+    run_dir = write_run(tmp_path / "run", GRID_SCORES)
     meta = {"dataset": DATASET, "n_bits": BITS, "model": "dph", "attack": "mainstay", "key": "key-dph-mainstay"}
     save_image_grid(run_dir / "figures" / GRID_FILE, grid_tensors(channels=3), meta)
     written = render_figures(run_dir)
@@ -279,13 +283,14 @@ def write_cache(root: ResultsRoot) -> tuple[RetrievalData, dict[str, torch.Tenso
     database_codes = torch.tensor([CODE_A] * 4 + [CODE_B] * 4 + [CODE_C] * 4)
     database_labels = torch.nn.functional.one_hot(torch.tensor([0] * 4 + [1] * 4 + [2] * 4), 3)
     query_labels = torch.nn.functional.one_hot(torch.tensor([0, 1]), 3)
-    pixels = torch.arange(12, dtype=torch.uint8).mul(20).view(12, 1, 1, 1).expand(12, 1, 8, 8).contiguous()
-    query_pixels = torch.full((2, 1, 8, 8), 128, dtype=torch.uint8)
+    # 160-pixel images, so the stored thumbnails are shrunk to GRID_MAX_SIDE.
+    pixels = torch.arange(12, dtype=torch.uint8).mul(20).view(12, 1, 1, 1).expand(12, 1, 160, 160).contiguous()
+    query_pixels = torch.full((2, 1, 160, 160), 128, dtype=torch.uint8)
     database = TensorImageSet(pixels, database_labels)
     data = RetrievalData(DATASET, 3, TensorImageSet(query_pixels, query_labels), database, database,
                          {"hash": "split"})
     codes = {"query": torch.tensor([CODE_A, CODE_B]), "train": database_codes, "database": database_codes}
-    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    images = torch.rand(2, 1, 160, 160, generator=torch.Generator().manual_seed(1))
     store.save_tensors(root.adversarial("key-dph-mainstay"), {
         "query_index": torch.tensor([0, 1]), "codes": torch.tensor([CODE_B, CODE_A]),
         "images": images, "clean_images": query_pixels.float() / 255})
@@ -298,7 +303,7 @@ def write_cache(root: ResultsRoot) -> tuple[RetrievalData, dict[str, torch.Tenso
 
 def test_image_grid_built_from_cache(tmp_path, monkeypatch):
     root = ResultsRoot.at(tmp_path / "results")
-    run_dir = write_run(root.run("default"))
+    run_dir = write_run(root.run("default"), GRID_SCORES)
     data, codes = write_cache(root)
     requested = []
     monkeypatch.setattr(steps, "load_data", lambda spec, _root: requested.append(spec) or data)
@@ -313,19 +318,20 @@ def test_image_grid_built_from_cache(tmp_path, monkeypatch):
     tensors, meta = loaded
     assert meta == {"dataset": DATASET, "n_bits": BITS, "model": "dph", "attack": "mainstay",
                     "key": "key-dph-mainstay"}
-    # Query 0 (class 0) ranks A items first, then C, then B; its adversarial code B reverses that.
+    # Query 0 (class 0) ranks A items first, then C, then B. Its adversarial code B reverses that.
     assert tensors["clean_relevant"][0].tolist() == [True] * 4 + [False] * 6
     assert tensors["adversarial_relevant"][0].tolist() == [False] * 8 + [True] * 2
     assert tensors["clean_relevant"][1].tolist() == [True] * 4 + [False] * 6
     assert tensors["adversarial_relevant"][1].tolist() == [False] * 8 + [True] * 2
     assert tensors["clean_retrievals"][0, :, 0, 0, 0].tolist() == [0, 20, 40, 60, 160, 180, 200, 220, 80, 100]
     assert tensors["clean_retrievals"].dtype == torch.uint8
-    assert tuple(tensors["adversarial_queries"].shape) == (2, 1, 8, 8)
+    assert tuple(tensors["adversarial_queries"].shape) == (2, 1, GRID_MAX_SIDE, GRID_MAX_SIDE)
+    assert tuple(tensors["adversarial_retrievals"].shape) == (2, 10, 1, GRID_MAX_SIDE, GRID_MAX_SIDE)
 
 
 def test_image_grid_rerendered_without_cache(tmp_path, monkeypatch):
     root = ResultsRoot.at(tmp_path / "results")
-    run_dir = write_run(root.run("default"))
+    run_dir = write_run(root.run("default"), GRID_SCORES)
     data, codes = write_cache(root)
     monkeypatch.setattr(steps, "load_data", lambda spec, _root: data)
     monkeypatch.setattr(steps, "encode_step", lambda _root, _data, _checkpoint: codes)
@@ -339,9 +345,7 @@ def test_image_grid_rerendered_without_cache(tmp_path, monkeypatch):
     assert [path.name for path in written["image_grid"]] == ["image_grid.png", "image_grid.pdf"]
 
 
-def test_image_grid_thumbnails_large_images(tmp_path):
-    from bench.plots import GRID_MAX_SIDE, _thumbnails
-
+def test_image_grid_thumbnails_large_images():
     thumbnails = _thumbnails(torch.ones(3, 3, 224, 160))
     assert tuple(thumbnails.shape) == (3, 3, GRID_MAX_SIDE, round(160 * GRID_MAX_SIDE / 224))
     assert thumbnails.dtype == torch.uint8

@@ -7,14 +7,16 @@ import pytest
 from bench.cache import ResultsRoot
 from bench.matrix.config import parse_matrix
 from bench.matrix.run import run_matrix
-from tests.bench.conftest import read_csvs, requires_fashion_mnist
+from tests.bench.conftest import E2E_THREADS, read_csvs, requires_fashion_mnist
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the extra: pip install 'hashbench[ray]'")
 
 pytestmark = [pytest.mark.slow, requires_fashion_mnist]
 
+# One task at a time on the 2-CPU instance, each with the local run's thread count.
 QUICK = {"name": "quick", "profile": "quick", "models": ["dph"], "bits": [16], "device": "cpu",
-         "attacks": ["all"], "defenses": {"every_model": ["saat"]}}
+         "attacks": ["all"], "defenses": {"every_model": ["saat"]},
+         "run": {"cpus_per_task": E2E_THREADS, "threads": E2E_THREADS}}
 
 
 def test_ray_matches_local_and_respects_graph(quick_run, tmp_path):

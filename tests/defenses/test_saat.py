@@ -34,7 +34,7 @@ def one_thread() -> None:
 
 
 def make_image_set() -> TensorImageSet:
-    """Return 16 random 1x16x16 images; item i has class i % 4, and items 12-15 also class (i + 1) % 4."""
+    """Return 16 random 1x16x16 images. Item i has class i % 4, and items 12-15 also have class (i + 1) % 4."""
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (N_IMAGES, 1, 16, 16), generator=generator, dtype=torch.uint8)
     classes = torch.arange(N_IMAGES) % 4
@@ -44,15 +44,27 @@ def make_image_set() -> TensorImageSet:
 
 
 def make_model() -> HashingModel:
-    return MODELS.create("dph", n_bits=N_BITS, n_classes=4, in_channels=1, image_size=16)
+    """Return an untrained DPH model with BatchNorm statistics calibrated on the image set.
+
+    With the initial statistics the eval-mode codes of the 16 images share most
+    bits, so most guide-code votes would be exact ties.
+    """
+    model = MODELS.create("dph", n_bits=N_BITS, n_classes=4, in_channels=1, image_size=16)
+    images = make_image_set().images(torch.arange(N_IMAGES))
+    model.train()
+    with torch.no_grad():
+        for _ in range(30):
+            model(images)
+    return model.eval()
 
 
 def mainstay_by_hand(labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor) -> torch.Tensor:
     """Compute SAAT's mainstay code: sign of the cosine-weighted positive mean minus the negative mean.
 
     Positive weights are ``<l, y_j> / (|l| |y_j| + 1e-8)`` normalised to sum 1;
-    every row that shares no class gets the same negative weight. A zero vote
-    takes the bit of the seed-0 tie-break vector.
+    every row that shares no class gets the same negative weight. A tied vote
+    takes the bit of the seed-0 tie-break vector. Rounding leaves a tie a few
+    float32 ulps from zero, so votes within 1e-6 of zero count as ties.
     """
     overlap = labels @ bank_labels.T
     norms = labels.norm(dim=1, keepdim=True) * bank_labels.norm(dim=1).unsqueeze(0)
@@ -63,7 +75,7 @@ def mainstay_by_hand(labels: torch.Tensor, bank: torch.Tensor, bank_labels: torc
     votes = positive_weights @ bank - negative_weights @ bank
     fill = tie_break_vector(bank.shape[1], 0).expand_as(votes)
     signs = torch.sign(votes)
-    return torch.where(signs == 0, fill, signs)
+    return torch.where(votes.abs() <= 1e-6, fill, signs)
 
 
 def all_images(image_set: TensorImageSet) -> torch.Tensor:
@@ -174,11 +186,27 @@ def test_reference_alias_uses_loss_buffer(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(banks) == 4
     assert all(bank is defense.loss_fn.U for bank, _ in banks)
     assert defense.code_bank() is defense.loss_fn.U
-    # The first call sees the preloaded binary codes; after the first step's
-    # hash loss wrote its tanh outputs into U, the bank is no longer binary.
+    # The first call receives the preloaded binary codes. After the first step's
+    # hash loss has written its tanh outputs into U, the bank is no longer binary.
     assert is_binary(banks[0][1])
     assert not is_binary(banks[1][1])
     assert is_binary(defense.bank)
+
+
+def test_mainstay_tie_takes_tie_break_bit() -> None:
+    # 4 rows of class 0 and 12 of class 1. Bit 0 is +1 everywhere, so its vote is
+    # 1 - 1 = 0, a tie. Bit 1 is +1 on class 0 and -1 on class 1: vote 1 - (-1) = 2.
+    bank_labels = torch.zeros(16, 2)
+    bank_labels[:4, 0] = 1
+    bank_labels[4:, 1] = 1
+    bank = torch.ones(16, 2)
+    bank[4:, 1] = -1
+    tie_bit = tie_break_vector(2, 0)[0].item()
+
+    codes = defenses.saat.mainstay_codes(torch.tensor([[1.0, 0.0]]), bank, bank_labels, zero_bits="tie-break", seed=0)
+
+    assert tie_bit == -1.0  # so the tie-break bit differs from the rounding sign (+1)
+    assert codes.tolist() == [[tie_bit, 1.0]]
 
 
 # -- the loss ------------------------------------------------------------------

@@ -166,7 +166,7 @@ def test_hashnet_all_pairs_positive() -> None:
 
     value = loss(outputs, torch.ones(1, 1), torch.tensor([0]))
 
-    # Pairs: with itself theta = 1, with the zero row theta = 0; each weighs total / positives = 1.
+    # The pair with itself has theta = 1 and the pair with the zero row theta = 0. Each weighs total / positives = 1.
     expected = (softplus(1.0) - 1.0 + softplus(0.0)) / 2
     assert value.item() == pytest.approx(expected, rel=1e-6)
 
@@ -187,7 +187,7 @@ def test_csq_matches_loops() -> None:
     centres = torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, 1.0, -1.0]])
     tie_break = torch.tensor([1.0, -1.0, 1.0, 1.0])
     loss = CSQLoss(centres, tie_break, lambda_q=0.05)
-    # Row 0 has class 0 only; row 1 has classes 1 and 2, whose votes are (0, 0, 2, -2).
+    # Row 0 has class 0 only. Row 1 has classes 1 and 2, whose votes (0, 0, 2, -2) take tie-break bits (1, -1).
     expected_centres = np.array([[1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
 
     value = loss(OUTPUTS, LABELS, INDICES)

@@ -91,7 +91,9 @@ def test_register_returns_object_unchanged() -> None:
 
 
 def test_project_registries_contents() -> None:
-    assert MODELS.names() == ["csq", "dph", "dpsh", "hashnet"]
+    # Membership, not equality: other tests register plug-in models and attacks in the same process.
+    for name in ("csq", "dph", "dpsh", "hashnet"):
+        assert name in MODELS, name
     assert "small-cnn" in BACKBONES
     for name in ("mainstay", "mainstay-targeted", "dhta", "p2p", "hag", "sdha", "sdha-targeted", "tha", "prosgan"):
         assert name in ATTACKS, name
