@@ -31,7 +31,7 @@ ATTACKS: Registry = Registry("attack")
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an attack needs and does; the harness pairs attacks with models from this."""
+    """Attack properties that the harness reads to pair attacks with models."""
 
     targeted: bool
     label_aware: bool = False
@@ -44,7 +44,7 @@ class Capabilities:
 
 @dataclass
 class VictimKnowledge:
-    """What an attacker may know about the victim beyond its weights.
+    """Victim data that an attacker may use besides the weights.
 
     Codes are binary (eval mode, scale 1) and indexed like their labels.
     ``train_images`` is needed only by attacks that train a generator.

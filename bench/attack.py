@@ -103,7 +103,7 @@ def attack_cell(
     clean_codes = codes["query"][query_index]
     topk = data_topk(data)
     base = dict(database_codes=codes["database"], database_labels=data.database.labels, topk=topk)
-    clean = retrieval_report(query_codes=clean_codes, query_labels=labels, **base)
+    clean = _clean_report(ckpt_key, data.split_hash, "labels", query_index, clean_codes, labels, base)
     attacked = retrieval_report(query_codes=adversarial_codes, query_labels=labels, **base)
     metrics: dict[str, Any] = {
         "clean_map": clean["map"],
@@ -113,7 +113,7 @@ def attack_cell(
     }
     curves = {"clean": _curves(clean), "attacked": _curves(attacked)}
     if target_labels is not None:
-        clean_t = retrieval_report(query_codes=clean_codes, query_labels=target_labels, **base)
+        clean_t = _clean_report(ckpt_key, data.split_hash, "targets", query_index, clean_codes, target_labels, base)
         attacked_t = retrieval_report(query_codes=adversarial_codes, query_labels=target_labels, **base)
         metrics.update(clean_tmap=clean_t["map"], attacked_tmap=attacked_t["map"])
         curves = {"clean": _curves(clean_t), "attacked": _curves(attacked_t)}
@@ -160,6 +160,20 @@ def attack_cell(
     }
     store.write_json(record_path, record)
     return record
+
+
+_CLEAN_REPORTS: dict[tuple, dict[str, Any]] = {}
+
+
+def _clean_report(checkpoint: str, split_hash: str, relevance: str, query_index: torch.Tensor,
+                  codes: torch.Tensor, labels: torch.Tensor, base: dict[str, Any]) -> dict[str, Any]:
+    """Return the clean queries' report, computed once per model and query set in this process."""
+    key = (checkpoint, split_hash, relevance, tuple(query_index.tolist()))
+    if key not in _CLEAN_REPORTS:
+        while len(_CLEAN_REPORTS) >= 4:  # a few models' reports keep memory bounded
+            _CLEAN_REPORTS.pop(next(iter(_CLEAN_REPORTS)))
+        _CLEAN_REPORTS[key] = retrieval_report(query_codes=codes, query_labels=labels, **base)
+    return _CLEAN_REPORTS[key]
 
 
 def _perceptibility(clean: torch.Tensor, adversarial: torch.Tensor) -> dict[str, float]:

@@ -37,7 +37,7 @@ STEP_VERSION = 1
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which dataset and split to load, and from where."""
+    """Dataset name, split settings and data folder of one dataset split."""
 
     dataset: str
     split: SplitSpec

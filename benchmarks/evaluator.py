@@ -40,10 +40,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--chunk-size", type=int, default=None, help="queries per chunk for HashBench (default: its own choice)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
+    )
     arguments = parser.parse_args(argv)
     for name in ("queries", "database", "bits", "classes", "topk", "repeats", "baseline_repeats"):
         if getattr(arguments, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(arguments, name)}")
+    for name in ("chunk_size", "threads"):
+        value = getattr(arguments, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     return arguments
 
 
@@ -90,6 +97,8 @@ def time_runs(function, repeats: int) -> tuple[list[float], object]:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    if arguments.threads is not None:
+        torch.set_num_threads(arguments.threads)
     query_codes, database_codes, query_labels, database_labels = make_case(arguments)
     print(
         f"case: {arguments.queries} queries x {arguments.database} database codes x {arguments.bits} bits, "

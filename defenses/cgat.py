@@ -2,7 +2,8 @@
 
 Like SAAT, but the guiding code is the centre code: the unweighted mean of
 the bank codes that share a label with ``y`` minus the mean of those that
-share none (``attacks.center_codes``; all zeros when either side is empty).
+share none (``attacks.center_codes``). The code is all zeros when either
+side is empty.
 The inner attack minimises ``mean(F(x + delta) * c)``, and the outer loss is
 ``L_hash(F(x)) - mean(F(x_adv) * c)``: SAAT's loss with ``lambda = 1`` and ``mu = 0``. Optimiser: SGD (lr 0.01, momentum 0.9,
 weight decay 5e-4), batch 32, 30 epochs, lr x0.1 at 50 % and 75 % of the

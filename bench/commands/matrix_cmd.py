@@ -79,7 +79,7 @@ def leaderboard(run_dir):
 @click.command()
 @click.argument("run_dir", required=False)
 @click.option("--results-root", type=click.Path(file_okay=False), default=None,
-              help="Results root whose cache holds the images for the retrieval grid.")
+              help="Results root whose cache contains the images for the retrieval grid.")
 def plot(run_dir, results_root):
     """Re-render the CSVs and figures of RUN_DIR from its records, without recomputing."""
     from bench.leaderboard import write_leaderboards

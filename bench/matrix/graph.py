@@ -32,7 +32,7 @@ class Node:
 
 @dataclass
 class RunContext:
-    """What every node needs besides its parameters; picklable."""
+    """Settings that every node needs besides its parameters (picklable)."""
 
     results_root: str
     data_root: str | None

@@ -233,12 +233,22 @@ def precision_at_n_curve(
 
 
 def _average_precision_of_rows(relevant: Tensor) -> tuple[Tensor, Tensor]:
-    """Return float64 AP and int64 hit counts of a (rows, k) ranked relevance matrix."""
-    found = relevant.cumsum(dim=1)
-    hits = found[:, -1]
-    positions = torch.arange(1, relevant.shape[1] + 1, dtype=torch.float64, device=relevant.device)
-    precision_at_hits = torch.where(relevant, found.to(torch.float64) / positions, 0.0)
-    ap = torch.where(hits > 0, precision_at_hits.sum(dim=1) / hits.clamp(min=1), 0.0)
+    """Return float64 AP and int64 hit counts of a (rows, k) ranked relevance matrix.
+
+    Works on the hits only. ``nonzero`` lists them in (row, rank) order, so the
+    m-th hit of a row is its m-th relevant item, with precision m / rank.
+    """
+    hits = relevant.sum(dim=1)
+    hit_rows, hit_ranks = torch.nonzero(relevant, as_tuple=True)
+    first_hit = torch.cumsum(hits, dim=0) - hits
+    hit_index = torch.arange(hit_rows.shape[0], device=relevant.device) - first_hit[hit_rows]
+    precision = (hit_index + 1).to(torch.float64) / (hit_ranks + 1).to(torch.float64)
+
+    # Sum each row over k slots, a width that does not depend on the chunk,
+    # so that chunking cannot change the order of the additions.
+    slots = torch.zeros(relevant.shape, dtype=torch.float64, device=relevant.device)
+    slots[hit_rows, hit_index] = precision
+    ap = torch.where(hits > 0, slots.sum(dim=1) / hits.clamp(min=1), 0.0)
     return ap, hits
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def hamming_row(query_code, database_codes):
-    """Count differing bits between one query and every database code."""
+    """Return the number of differing bits between one query and each database code."""
     distances = np.zeros(len(database_codes), dtype=np.int64)
     for j, code in enumerate(database_codes):
         distances[j] = int(np.sum(code != query_code))
@@ -21,23 +21,27 @@ def hamming_row(query_code, database_codes):
 
 
 def ranking_row(query_code, database_codes):
-    """Database indices by ascending distance, ties by ascending index."""
+    """Return database indices by ascending distance, ties by ascending index."""
     distances = hamming_row(query_code, database_codes)
     return np.argsort(distances, kind="stable")
 
 
 def relevance_row(query_label, database_labels):
-    """True where a database item shares at least one label with the query."""
+    """Return True where a database item shares at least one label with the query."""
     return np.array([float(np.dot(query_label, label)) > 0 for label in database_labels])
 
 
 def ranked_relevance(query_code, query_label, database_codes, database_labels):
+    """Return the query's relevance flags in ranking order."""
     order = ranking_row(query_code, database_codes)
     return relevance_row(query_label, database_labels)[order]
 
 
 def average_precision_row(relevant_ranked, topk):
-    """AP of one query over its first ``topk`` ranked items; 0 when none is relevant."""
+    """Return AP and hit count of one query over its first ``topk`` ranked items.
+
+    AP is 0 when none of them is relevant.
+    """
     found = 0
     total = 0.0
     for position in range(1, min(topk, len(relevant_ranked)) + 1):
@@ -66,8 +70,8 @@ def average_precisions(query_codes, database_codes, query_labels, database_label
 def mean_average_precision(query_codes, database_codes, query_labels, database_labels, topk=None, zero_hit="count"):
     aps, hits = average_precisions(query_codes, database_codes, query_labels, database_labels, topk)
     if zero_hit == "drop":
-        kept = [ap for ap, found in zip(aps, hits) if found > 0]
-        return sum(kept) / len(kept) if kept else 0.0
+        kept_aps = [ap for ap, found in zip(aps, hits) if found > 0]
+        return sum(kept_aps) / len(kept_aps) if kept_aps else 0.0
     return sum(aps) / len(aps)
 
 

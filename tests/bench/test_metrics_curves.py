@@ -13,7 +13,7 @@ from tests.bench.test_metrics_map import as_numpy, codes_at_distances, one_hot, 
 
 
 def small_case():
-    """Database at distances 0, 1, 2, 3 with classes [0, 1, 0, 1]; query class 0.
+    """Return a database at distances 0, 1, 2, 3 with classes [0, 1, 0, 1] and a class-0 query.
 
     Ranked relevance [1, 0, 1, 0]: hits at ranks 1 and 3, n_rel = 2.
     """
@@ -39,7 +39,7 @@ def test_pr_hand_worked():
 
 def test_pr_single_relevant_item_ranked_first():
     # n_rel = 1 and the first ranked item is the relevant one. For r < 1,
-    # r_num = 0 and the precision is defined as 1.0; at r = 1 it is 1/1.
+    # r_num = 0 and the precision is defined as 1.0. At r = 1 it is 1/1.
     query, database = codes_at_distances([0, 1, 2], n_bits=4)
     curve = precision_recall_curve(
         query_codes=query,
@@ -55,7 +55,7 @@ def test_pr_recall_029_of_100_uses_29th_hit():
     # 100 * 0.29 is 28.999999999999996 in float64, so a plain floor gives 28.
     # All codes are equal, so the ranking is the index order. Items 28..37
     # are irrelevant: hit 28 sits at rank 28 and hit 29 at rank 39.
-    # Expected precision 29 / 39; the floor-28 reading would give 28 / 28.
+    # Expected precision 29 / 39. The floor-28 reading would give 28 / 28.
     assert int(np.floor(100 * 0.29)) == 28
     n_database = 110
     query_codes = torch.ones(1, 8)

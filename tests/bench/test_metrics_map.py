@@ -29,7 +29,7 @@ def one_hot(class_ids: list[int], n_classes: int) -> torch.Tensor:
 
 
 def random_case(seed: int, n_queries: int, n_database: int, n_bits: int, n_classes: int, multi_label: bool):
-    """Random codes and labels; about 10% of the label rows are all zero."""
+    """Return random codes and labels, with about 10% of the label rows all zero."""
     generator = torch.Generator().manual_seed(seed)
     query_codes = torch.randint(0, 2, (n_queries, n_bits), generator=generator).float() * 2 - 1
     database_codes = torch.randint(0, 2, (n_database, n_bits), generator=generator).float() * 2 - 1
@@ -243,6 +243,18 @@ def test_ranking_exact_when_cutoff_estimate_is_wrong(monkeypatch):
             expected = reference.ranking_row(query_codes[i].numpy(), database_codes.numpy())[:topk]
             np.testing.assert_array_equal(ranking[i].numpy(), expected)
     assert exact_calls, "the test should exercise the exact fallback"
+
+
+@pytest.mark.parametrize("n_bits, topk", [(4, 1), (8, 37), (16, 299), (16, 300)])
+def test_cutoff_estimate_exact_on_full_sample(n_bits, topk):
+    # Below 4096 items the sample is the whole database, so the estimate
+    # must equal the exact cut-off distance d*.
+    query_codes, database_codes, _, _ = random_case(n_bits, 9, 300, n_bits, 2, False)
+    ranker = ranking_module.HammingRanker(database_codes)
+    assert ranker.stride == 1
+    estimate = ranker._estimate_cutoffs(query_codes, topk)
+    exact = ranking_module._exact_cutoffs(query_codes @ database_codes.T, n_bits, topk)
+    assert estimate.tolist() == exact.tolist()
 
 
 @pytest.mark.parametrize("key_limit", [1, 3000, 9000])
