@@ -23,8 +23,10 @@ def list_plugins() -> None:
     console.print("defenses:  " + ", ".join(DEFENSES.names()) + "  (defended copies are named MODEL+DEFENSE)")
     console.print("datasets:  " + ", ".join(DATASETS))
     console.print("profiles:  " + ", ".join(f"{name} ({value['description']})" for name, value in PROFILES.items()))
-    table = Table(title="attacks")
-    for column in ("name", "targeted", "label-aware", "train codes", "train images", "bounded"):
+    console.print("attacks:   " + ", ".join(ATTACKS.names()))
+    table = Table(title="attack capabilities")
+    table.add_column("name", no_wrap=True)
+    for column in ("targeted", "label-aware", "train codes", "train images", "bounded"):
         table.add_column(column)
     for name in ATTACKS.names():
         caps = ATTACKS.get(name).capabilities
