@@ -23,9 +23,9 @@ from models.errors import ConfigError, DataError
 # Elements in one chunk's (queries x database) matrix when ``chunk_size`` is
 # not given. At 2**26, an int64 matrix of that size takes 512 MiB.
 CHUNK_ELEMENTS = 2**26
-# The CPU default is smaller because the top-k path needs no full matrix. In
-# benchmarks/evaluator.py on a 2-core CPU, chunks of 64 to 128 queries against
-# 100,000 codes ran MAP@5000 5-10% faster than chunks of 32. 2**23 gives 83.
+# The CPU default is smaller. The top-k path never stores a full chunk matrix,
+# and in benchmarks/evaluator.py (100,000 codes, 2-core CPU) chunks of 41 to
+# 128 queries ran equally fast. 2**23 elements give 83 such queries.
 CPU_CHUNK_ELEMENTS = 2**23
 
 # Elements of one (queries x database block) product in the top-k path. A
@@ -138,7 +138,7 @@ class HammingRanker:
         """Return the (queries, k) ranking of a chunk of validated codes.
 
         ``k`` must lie in [1, database size]. The indices are int32 or int64,
-        whichever the ranking path produced; both index tensors alike.
+        depending on the path, and either dtype works as an index tensor.
         """
         query_chunk = query_chunk.to(torch.float32)
         if k == self.n_database:
