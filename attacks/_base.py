@@ -63,7 +63,7 @@ class AttackOutput:
 
     ``theory_codes`` are the codes the attack would produce if it reached its
     target exactly (mainstay, anchor or prototype codes, or the flipped
-    benign code), or None. ``extra_images`` holds alternative outputs, such
+    benign code), or None. ``extra_images`` contains alternative outputs, such
     as ProS-GAN's unclipped images.
     """
 
@@ -134,7 +134,7 @@ class Attack:
 
     # -- per-victim preparation ----------------------------------------------
     def fit(self, model: HashingModel, knowledge: VictimKnowledge) -> None:
-        """Prepare for ``model`` with what the capabilities say the attack needs."""
+        """Prepare for ``model``, checking that ``knowledge`` has what the capabilities require."""
         caps = self.capabilities
         if caps.needs_train_codes and (knowledge.train_codes is None or knowledge.train_labels is None):
             raise UnsupportedPairingError(f"{self.name} needs the victim's training codes and labels")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ResultsRoot:
-    """The folder that holds the cache and the run folders."""
+    """The folder that contains the cache and the run folders."""
 
     path: Path
 

@@ -5,7 +5,7 @@ Per mini-batch ``(x, y, I)``:
 
 1. ``h = F(x)``; the binary bank row ``B[I]`` becomes ``sign(h)``.
 2. Random target labels (uniform over the training set's distinct non-zero
-   label vectors; a defense sees only training data) take one PrototypeNet
+   label vectors; a defense has only the training data) take one PrototypeNet
    step with the THA circle loss against ``B``; the targets are
    ``t = sign(p)`` from that step's forward pass.
 3. ``x_adv`` by sign-PGD on ``-mean(F(x + delta) * t)`` (towards the random

@@ -62,7 +62,7 @@ def load_checkpoint(
     """Rebuild the model stored at ``path`` and return it with its config.
 
     Raises ``CheckpointError`` when the file is not a HashBench checkpoint,
-    when it holds another model or code length than expected, or when its
+    when it contains another model or code length than expected, or when its
     weights do not fit the architecture its config names.
     """
     path = Path(path)
@@ -70,12 +70,12 @@ def load_checkpoint(
     model_config = config["model"]
     if expected_model is not None and model_config["model"] != expected_model:
         raise CheckpointError(
-            f"{path} holds a {model_config['model']!r} model but {expected_model!r} was expected; "
+            f"{path} contains a {model_config['model']!r} model but {expected_model!r} was expected; "
             f"pass a {expected_model} checkpoint or change the model name"
         )
     if expected_bits is not None and model_config["n_bits"] != expected_bits:
         raise CheckpointError(
-            f"{path} holds {model_config['n_bits']}-bit codes but {expected_bits} bits were expected; "
+            f"{path} contains {model_config['n_bits']}-bit codes but {expected_bits} bits were expected; "
             f"train a {expected_bits}-bit model or change the code length"
         )
     try:

@@ -2,7 +2,7 @@
 
 Each class owns a hash centre (``models.hadamard.hash_centres``). A sample's
 centre is ``sign(y^T centres)``, with zero entries taken from a fixed random
-tie-break vector ``r``; for a single label that is the class centre itself.
+tie-break vector ``r``. For a single label that is the class centre itself.
 ``L = BCE((u + 1) / 2, (c + 1) / 2) + lambda_q * mean((|u| - 1)**2)`` with
 ``lambda_q = 0.05`` (SAAT; CgAT and DeepHash-pytorch use 1e-4).
 """

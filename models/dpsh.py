@@ -48,7 +48,9 @@ class DPSH(HashingModel):
         super().__init__(**kwargs)
         if variant not in ("saat", "cgat"):
             raise ConfigError(f"unknown DPSH variant {variant!r}; valid: 'saat', 'cgat'")
-        self.eta = float(eta if eta is not None else (50.0 if variant == "saat" else 0.001))
+        if eta is None:
+            eta = 50.0 if variant == "saat" else 0.001
+        self.eta = float(eta)
         self.variant = variant
         self._config.update(eta=self.eta, variant=variant)
 
